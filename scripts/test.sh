@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The test command (README, CI): make sure a Vulkan driver exists, then run
+# the whole suite with the GPU required, so no GPU test can silently skip.
+#
+# Without a GPU, Debian/Ubuntu's mesa-vulkan-drivers provides lavapipe, a real
+# Vulkan device that runs on the CPU. It is installed when missing and this
+# script may install (root, or passwordless sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_vulkan() {
+    ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' &&
+        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+}
+
+if ! have_vulkan; then
+    if [ "$(id -u)" = 0 ]; then
+        sudo=()
+    elif sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    else
+        echo "test.sh: no Vulkan driver found and no permission to install one;" >&2
+        echo "         run: sudo apt-get install mesa-vulkan-drivers libvulkan1" >&2
+        sudo=()
+    fi
+    if [ "$(id -u)" = 0 ] || [ ${#sudo[@]} -gt 0 ]; then
+        echo "test.sh: installing mesa-vulkan-drivers libvulkan1 (lavapipe)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        "${sudo[@]}" apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1 ||
+            { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null; }
+    fi
+fi
+
+export RESFORMER_REQUIRE_GPU=1
+export WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
+# Mesa warns on every start without a runtime dir; give it a private one.
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+
+cargo run --quiet --release -- devices
+cargo test --release "$@"
+cargo test --release --benches

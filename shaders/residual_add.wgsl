@@ -1,0 +1,25 @@
+// residual_add: out[i] = a[i] + b[i]
+// bindings: 0 a (len) | 1 b (len) | 2 out (len) read_write | 3 params
+// dispatch: (gx, gy, 1) workgroups of WG, gx <= 65535; element i = (wg.y * gx + wg.x) * WG + lane
+// assumes: any len >= 1; invocations past len do nothing
+const WG: u32 = 256u;
+
+struct Params {
+    len: u32,
+    groups_x: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let i = (wg.y * p.groups_x + wg.x) * WG + lane;
+    if (i < p.len) {
+        out[i] = a[i] + b[i];
+    }
+}

@@ -1,0 +1,280 @@
+//! The device layer: adapter choice, the device and queue with the adapter's
+//! own limits and optional features, pipelines built once per device, and
+//! submit/sync helpers that turn driver complaints into [`Error`]s.
+//!
+//! Adapter choice: a hardware GPU when there is one, else a software adapter
+//! (lavapipe/llvmpipe), else [`Error::NoAdapter`]. `WGPU_BACKEND` (e.g.
+//! `vulkan`) limits the backends searched and `WGPU_ADAPTER_NAME` picks an
+//! adapter by a case-insensitive substring of its name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::shaders::Shader;
+
+/// What the engine knows about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+impl AdapterSummary {
+    fn of(info: &wgpu::AdapterInfo) -> Self {
+        AdapterSummary {
+            name: info.name.clone(),
+            backend: info.backend,
+            device_type: info.device_type,
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+        }
+    }
+
+    /// True for software rasterisers such as lavapipe/llvmpipe.
+    pub fn is_software(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// One line for reports: `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
+    pub fn label(&self) -> String {
+        format!("{} ({:?}, {:?})", self.name, self.backend, self.device_type)
+    }
+}
+
+/// Optional knobs for [`Gpu::with_options`].
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Edits the adapter's limits before the device is requested. Lower
+    /// limits are how tests exercise the "too large for this device" paths cheaply.
+    pub adjust_limits: Option<fn(&mut wgpu::Limits)>,
+}
+
+/// Rank for adapter choice: hardware first, software after, then by backend.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    };
+    (ty, backend)
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter the instance sees (respecting `WGPU_BACKEND`), and the index
+/// of the one [`Gpu::new`] would choose (respecting `WGPU_ADAPTER_NAME`).
+pub fn list_adapters() -> (Vec<AdapterSummary>, Result<usize>) {
+    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+    let chosen = choose(&infos);
+    (infos.iter().map(AdapterSummary::of).collect(), chosen)
+}
+
+/// Picks the best adapter among `infos`, honouring `WGPU_ADAPTER_NAME`.
+fn choose(infos: &[wgpu::AdapterInfo]) -> Result<usize> {
+    let wanted = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
+    let candidates: Vec<usize> = (0..infos.len())
+        .filter(|&i| match &wanted {
+            Some(w) => infos[i].name.to_lowercase().contains(&w.to_lowercase()),
+            None => true,
+        })
+        .collect();
+    if let Some(w) = wanted {
+        if candidates.is_empty() {
+            return Err(Error::AdapterNotFound {
+                wanted: w,
+                available: infos.iter().map(|i| format!("{} ({:?})", i.name, i.backend)).collect(),
+            });
+        }
+    }
+    candidates.into_iter().min_by_key(|&i| (rank(&infos[i]), i)).ok_or_else(|| Error::NoAdapter {
+        detail: match std::env::var("WGPU_BACKEND") {
+            Ok(b) => format!("no adapter on backend(s) WGPU_BACKEND={b}"),
+            Err(_) => "no adapter on any backend".into(),
+        },
+    })
+}
+
+/// One compiled kernel: the pipeline and the layout of its bind group 0.
+pub(crate) struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// A device, its queue, and the kernels built on it.
+///
+/// `Gpu` is `Send + Sync`; pipelines are compiled on first use and then
+/// shared for the life of the device.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    adapter: AdapterSummary,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    kernels: Mutex<HashMap<Shader, Arc<Kernel>>>,
+    /// First error the device reported outside an error scope.
+    uncaptured: Arc<Mutex<Option<String>>>,
+    /// A small storage buffer bound where an optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+/// Optional features resformer uses when the adapter has them.
+const WANTED_FEATURES: wgpu::Features =
+    wgpu::Features::SUBGROUP.union(wgpu::Features::SHADER_F16).union(wgpu::Features::TIMESTAMP_QUERY);
+
+impl Gpu {
+    /// Chooses an adapter (see the module docs) and opens a device with the
+    /// adapter's own limits.
+    pub fn new() -> Result<Gpu> {
+        Self::with_options(GpuOptions::default())
+    }
+
+    /// Like [`Gpu::new`], with options.
+    pub fn with_options(options: GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// The async form of [`Gpu::with_options`].
+    pub async fn new_async(options: GpuOptions) -> Result<Gpu> {
+        let instance = instance();
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+        let index = choose(&infos)?;
+        let adapter = &adapters[index];
+        let summary = AdapterSummary::of(&infos[index]);
+        let features = adapter.features() & WANTED_FEATURES;
+        let mut limits = adapter.limits();
+        if let Some(adjust) = options.adjust_limits {
+            adjust(&mut limits);
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("resformer"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: summary.name.clone(), reason: e.to_string() })?;
+        Ok(Self::from_parts(device, queue, summary, features))
+    }
+
+    /// Wraps a device and queue that the caller already has.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, adapter: &wgpu::AdapterInfo) -> Gpu {
+        let features = device.features();
+        Self::from_parts(device, queue, AdapterSummary::of(adapter), features)
+    }
+
+    fn from_parts(device: wgpu::Device, queue: wgpu::Queue, adapter: AdapterSummary, features: wgpu::Features) -> Gpu {
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        let sink = uncaptured.clone();
+        // The default handler panics; keep the first error and report it at the next sync.
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let lost = uncaptured.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                let mut slot = lost.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
+            }
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resformer.dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let limits = device.limits();
+        Gpu { device, queue, adapter, limits, features, kernels: Mutex::new(HashMap::new()), uncaptured, dummy }
+    }
+
+    /// The adapter this device runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.adapter
+    }
+
+    /// The limits the device was created with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The optional features enabled on the device.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// The compiled kernel for `shader`, built on first use.
+    pub(crate) fn kernel(&self, shader: Shader) -> Result<Arc<Kernel>> {
+        if let Some(k) = self.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(&shader) {
+            return Ok(k.clone());
+        }
+        // Built outside the lock: two threads may race to build one kernel; one wins.
+        let kernel = Arc::new(self.build_kernel(shader)?);
+        let mut map = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map.entry(shader).or_insert(kernel).clone())
+    }
+
+    fn build_kernel(&self, shader: Shader) -> Result<Kernel> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.name()),
+            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(shader.name()),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader { kernel: shader.name(), reason: e.to_string() });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        Ok(Kernel { pipeline, layout })
+    }
+
+    /// Submits `encoder` and waits until the device has finished it.
+    pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+        let index = self.queue.submit([encoder.finish()]);
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.check()
+    }
+
+    /// Returns the first error the device reported since the last check.
+    pub fn check(&self) -> Result<()> {
+        match self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A new command encoder.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("adapter", &self.adapter.label()).finish()
+    }
+}

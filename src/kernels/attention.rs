@@ -1,0 +1,242 @@
+//! `attention`: fused scaled-dot-product attention over the packed QKV that
+//! the block's in-projection writes. See shaders/attention.wgsl for the layout.
+//!
+//! Tokens are rows: with `batch_first = false` (PyTorch's default) the row of
+//! (batch b, position s) is `s * batch + b`; with `batch_first = true` it is
+//! `b * seq + s`. `qkv` is (tokens, 3E) = [q | k | v] per row, E = heads ·
+//! head_dim, head h owning columns h·D..(h+1)·D of each part; `out` is (tokens, E).
+
+use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+
+const OP: &str = "attention";
+/// Query rows per workgroup (BQ in shaders/attention.wgsl).
+const BLOCK_Q: usize = 64;
+/// Largest head dim the kernel holds in registers (DMAX in shaders/attention.wgsl).
+pub const MAX_HEAD_DIM: usize = 128;
+
+/// Shape and masking of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionConfig {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Token rows are batch-major (`b * seq + s`) instead of PyTorch's default seq-major.
+    pub batch_first: bool,
+    /// Hide keys after the query (a query at s sees keys 0..=s).
+    pub causal: bool,
+}
+
+impl AttentionConfig {
+    /// E = heads · head_dim.
+    pub fn embed(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Number of token rows, seq · batch.
+    pub fn tokens(&self) -> usize {
+        self.seq * self.batch
+    }
+
+    /// Row of (batch b, position s) in qkv and out.
+    pub fn row(&self, b: usize, s: usize) -> usize {
+        if self.batch_first {
+            b * self.seq + s
+        } else {
+            s * self.batch + b
+        }
+    }
+
+    /// 1/√head_dim, the scale of `nn.MultiheadAttention`.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// = WGSL `struct Params` in shaders/attention.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct AttentionParams {
+    seq: u32,
+    head_dim: u32,
+    row_seq: u32,
+    row_batch: u32,
+    qkv_stride: u32,
+    out_stride: u32,
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    causal: u32,
+    has_key_pad: u32,
+    scale: f32,
+}
+
+/// Checks operands and binds out = softmax(q·kᵀ·scale + masks)·v for every (batch, head).
+/// `key_pad` (batch, seq), u32: nonzero hides that key (PyTorch's `key_padding_mask = True`).
+pub fn prepare_attention(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    key_pad: Option<&Tensor>,
+    cfg: &AttentionConfig,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    let dims = [("batch", cfg.batch), ("seq", cfg.seq), ("heads", cfg.heads), ("head_dim", cfg.head_dim)];
+    if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
+        return Err(Error::ZeroSized { op: OP, what: name, shape: dims.iter().map(|d| d.1).collect() });
+    }
+    if cfg.head_dim > MAX_HEAD_DIM {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            what: format!("head_dim {} exceeds {MAX_HEAD_DIM}", cfg.head_dim),
+        });
+    }
+    check_operand(gpu, OP, "qkv", qkv, &[2], DType::F32)?;
+    check_operand(gpu, OP, "out", out, &[2], DType::F32)?;
+    let (t, e) = (cfg.tokens(), cfg.embed());
+    expect_shape(OP, "qkv (tokens, 3E)", qkv, &[t, 3 * e])?;
+    expect_shape(OP, "out (tokens, E)", out, &[t, e])?;
+    if let Some(m) = key_pad {
+        check_operand(gpu, OP, "key_pad", m, &[2], DType::U32)?;
+        expect_shape(OP, "key_pad (batch, seq)", m, &[cfg.batch, cfg.seq])?;
+    }
+    let shape = [cfg.batch, cfg.seq, cfg.heads, cfg.head_dim];
+    let gx = check_groups(gpu, OP, "seq / 64 workgroups", &shape, cfg.seq.div_ceil(BLOCK_Q) as u64)?;
+    let gy = check_groups(gpu, OP, "heads", &shape, cfg.heads as u64)?;
+    let gz = check_groups(gpu, OP, "batch", &shape, cfg.batch as u64)?;
+    let (row_seq, row_batch) = if cfg.batch_first { (1, cfg.seq) } else { (cfg.batch, 1) };
+    let params = AttentionParams {
+        seq: cfg.seq as u32,
+        head_dim: cfg.head_dim as u32,
+        row_seq: row_seq as u32,
+        row_batch: row_batch as u32,
+        qkv_stride: (3 * e) as u32,
+        out_stride: e as u32,
+        q_off: 0,
+        k_off: e as u32,
+        v_off: (2 * e) as u32,
+        causal: cfg.causal as u32,
+        has_key_pad: key_pad.is_some() as u32,
+        scale: cfg.scale(),
+    };
+    let mask = key_pad.map(|m| m.buffer()).unwrap_or(&gpu.dummy);
+    dispatch(gpu, Shader::Attention, &[qkv.buffer(), mask, out.buffer()], bytemuck::bytes_of(&params), [gx, gy, gz])
+}
+
+/// Records fused attention into `enc`.
+pub fn attention(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    qkv: &Tensor,
+    key_pad: Option<&Tensor>,
+    cfg: &AttentionConfig,
+    out: &Tensor,
+) -> Result<()> {
+    prepare_attention(gpu, qkv, key_pad, cfg, out)?.record(enc);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use crate::testing::{assert_close, shared_gpu, Rng, Tol};
+
+    /// Online softmax rescales in f32 and sums up to D products per score; f64 reference.
+    const ATTENTION_TOL: Tol = Tol { atol: 3e-5, rtol: 1e-4 };
+
+    fn run_case(gpu: &Gpu, rng: &mut Rng, cfg: AttentionConfig, padded: bool) {
+        let (t, e) = (cfg.tokens(), cfg.embed());
+        // scores of O(±4): a softmax that is neither flat nor one-hot
+        let qkv = rng.vec(t * 3 * e, -1.0, 1.0);
+        let pad: Vec<u32> = (0..cfg.batch * cfg.seq)
+            .map(|i| {
+                let (b, s) = (i / cfg.seq, i % cfg.seq);
+                // batch b keeps its first seq - b keys (never all of them masked)
+                (padded && s >= cfg.seq.saturating_sub(b).max(1)) as u32
+            })
+            .collect();
+        let tq = Tensor::from_f32(gpu, &[t, 3 * e], &qkv).unwrap();
+        let tm = Tensor::from_u32(gpu, &[cfg.batch, cfg.seq], &pad).unwrap();
+        let out = Tensor::empty(gpu, &[t, e], DType::F32).unwrap();
+        out.poison(gpu).unwrap();
+        let mut enc = gpu.encoder("test");
+        attention(gpu, &mut enc, &tq, padded.then_some(&tm), &cfg, &out).unwrap();
+        gpu.submit_and_wait(enc).unwrap();
+        let mut want = vec![0.0; t * e];
+        reference::attention::attention(&mut want, &qkv, padded.then_some(&pad[..]), &cfg);
+        assert_close(&format!("attention {cfg:?} padded={padded}"), &out.read(gpu).unwrap(), &want, ATTENTION_TOL);
+    }
+
+    fn cfg(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttentionConfig {
+        AttentionConfig { batch, seq, heads, head_dim, batch_first: false, causal: false }
+    }
+
+    #[test]
+    fn attention_matches_reference_head_dims() {
+        let Some(gpu) = shared_gpu() else { return };
+        let mut rng = Rng::new(7);
+        for d in [8, 32, 64, 128] {
+            run_case(gpu, &mut rng, cfg(2, 37, 2, d), false);
+        }
+        run_case(gpu, &mut rng, cfg(1, 1, 1, 8), false);
+        run_case(gpu, &mut rng, cfg(3, 65, 3, 7), false);
+        run_case(gpu, &mut rng, cfg(1, 130, 1, 64), false);
+    }
+
+    #[test]
+    fn attention_matches_reference_causal() {
+        let Some(gpu) = shared_gpu() else { return };
+        let mut rng = Rng::new(8);
+        for (seq, d) in [(1, 8), (17, 32), (65, 64), (129, 16)] {
+            run_case(gpu, &mut rng, AttentionConfig { causal: true, ..cfg(2, seq, 2, d) }, false);
+        }
+    }
+
+    #[test]
+    fn attention_matches_reference_key_padding() {
+        let Some(gpu) = shared_gpu() else { return };
+        let mut rng = Rng::new(9);
+        for (seq, d) in [(1, 8), (19, 32), (70, 128)] {
+            run_case(gpu, &mut rng, cfg(3, seq, 2, d), true);
+        }
+        run_case(gpu, &mut rng, AttentionConfig { causal: true, ..cfg(3, 23, 3, 16) }, true);
+    }
+
+    #[test]
+    fn attention_matches_reference_batch_first() {
+        let Some(gpu) = shared_gpu() else { return };
+        let mut rng = Rng::new(10);
+        run_case(gpu, &mut rng, AttentionConfig { batch_first: true, ..cfg(3, 29, 2, 32) }, true);
+        run_case(gpu, &mut rng, AttentionConfig { batch_first: true, causal: true, ..cfg(2, 66, 1, 64) }, false);
+    }
+
+    #[test]
+    fn attention_fully_masked_query_is_nan_like_pytorch() {
+        let Some(gpu) = shared_gpu() else { return };
+        let c = cfg(2, 5, 1, 8);
+        let qkv = Rng::new(11).vec(c.tokens() * 3 * c.embed(), -1.0, 1.0);
+        let pad: Vec<u32> = (0..10).map(|i| (i < 5) as u32).collect(); // batch 0: every key hidden
+        let tq = Tensor::from_f32(gpu, &[c.tokens(), 3 * c.embed()], &qkv).unwrap();
+        let tm = Tensor::from_u32(gpu, &[2, 5], &pad).unwrap();
+        let out = Tensor::empty(gpu, &[c.tokens(), c.embed()], DType::F32).unwrap();
+        let mut enc = gpu.encoder("test");
+        attention(gpu, &mut enc, &tq, Some(&tm), &c, &out).unwrap();
+        gpu.submit_and_wait(enc).unwrap();
+        let got = out.read(gpu).unwrap();
+        for s in 0..5 {
+            let r0 = c.row(0, s) * 8;
+            let r1 = c.row(1, s) * 8;
+            assert!(got[r0..r0 + 8].iter().all(|v| v.is_nan()), "batch 0 row {s} should be NaN");
+            assert!(got[r1..r1 + 8].iter().all(|v| v.is_finite()), "batch 1 row {s} should be finite");
+        }
+    }
+
+    #[test]
+    fn attention_params_match_wgsl_layout() {
+        crate::testing::assert_params_layout::<AttentionParams>(Shader::Attention);
+    }
+}

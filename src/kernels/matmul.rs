@@ -1,0 +1,205 @@
+//! `matmul`: out (batch, M, N) = act(x (batch, M, K) · wᵀ + bias), w in
+//! PyTorch's Linear layout (N, K), shared by the batch or batched (batch, N, K).
+
+use super::{check_groups, check_operand, dispatch, Dispatch};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+
+const OP: &str = "matmul";
+/// Output rows and columns per workgroup (TM, TN in shaders/matmul.wgsl).
+const TILE_M: usize = 64;
+const TILE_N: usize = 64;
+
+/// Activation fused into the matmul epilogue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    /// GELU in its exact erf form (PyTorch's default `nn.GELU()`).
+    Gelu,
+}
+
+impl Activation {
+    fn code(self) -> u32 {
+        match self {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::Gelu => 2,
+        }
+    }
+}
+
+/// = WGSL `struct Params` in shaders/matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    w_batch_stride: u32,
+    act: u32,
+    has_bias: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// Splits a rank-2 or rank-3 shape into (batch, rows, cols).
+fn batch_rows_cols(shape: &[usize]) -> (usize, usize, usize) {
+    match *shape {
+        [r, c] => (1, r, c),
+        [b, r, c] => (b, r, c),
+        _ => unreachable!("rank checked before"),
+    }
+}
+
+/// Checks operands and binds a matmul; record the result with [`Dispatch::record`].
+pub fn prepare_matmul(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
+    check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
+    check_operand(gpu, OP, "out", out, &[2, 3], DType::F32)?;
+    let (batch, m, k) = batch_rows_cols(x.shape());
+    let (wb, n, wk) = batch_rows_cols(w.shape());
+    let w_batched = w.shape().len() == 3;
+    if wk != k || (w_batched && wb != batch) {
+        let expected = if w_batched { vec![batch, n, k] } else { vec![n, k] };
+        return Err(Error::ShapeMismatch { op: OP, what: "w (N, K), K from x", expected, got: w.shape().to_vec() });
+    }
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().expect("rank >= 2") = n;
+    super::expect_shape(OP, "out", out, &out_shape)?;
+    if let Some(b) = bias {
+        check_operand(gpu, OP, "bias", b, &[1], DType::F32)?;
+        super::expect_shape(OP, "bias", b, &[n])?;
+    }
+    let gx = check_groups(gpu, OP, "N / 64 workgroups", x.shape(), n.div_ceil(TILE_N) as u64)?;
+    let gy = check_groups(gpu, OP, "M / 64 workgroups", x.shape(), m.div_ceil(TILE_M) as u64)?;
+    let gz = check_groups(gpu, OP, "batch", x.shape(), batch as u64)?;
+    let params = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        w_batch_stride: if w_batched { (n * k) as u32 } else { 0 },
+        act: act.code(),
+        has_bias: bias.is_some() as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let bias_buf = bias.map(|b| b.buffer()).unwrap_or(&gpu.dummy);
+    dispatch(
+        gpu,
+        Shader::Matmul,
+        &[x.buffer(), w.buffer(), bias_buf, out.buffer()],
+        bytemuck::bytes_of(&params),
+        [gx, gy, gz],
+    )
+}
+
+/// Records out = act(x · wᵀ + bias) into `enc`.
+pub fn matmul(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    out: &Tensor,
+) -> Result<()> {
+    prepare_matmul(gpu, x, w, bias, act, out)?.record(enc);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use crate::testing::{assert_close, shared_gpu, Rng, Tol};
+
+    /// f32 sums of up to 257 products in another order than the f64 reference.
+    const MATMUL_TOL: Tol = Tol { atol: 2e-5, rtol: 1e-4 };
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_case(
+        gpu: &Gpu,
+        rng: &mut Rng,
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        w_batched: bool,
+        bias: bool,
+        act: Activation,
+    ) {
+        let xs: Vec<usize> = if batch == 1 { vec![m, k] } else { vec![batch, m, k] };
+        let ws: Vec<usize> = if w_batched { vec![batch, n, k] } else { vec![n, k] };
+        let os: Vec<usize> = if batch == 1 { vec![m, n] } else { vec![batch, m, n] };
+        let x = rng.vec(xs.iter().product(), -1.0, 1.0);
+        let w = rng.vec(ws.iter().product(), -1.0, 1.0);
+        let b = rng.vec(n, -1.0, 1.0);
+        let tx = Tensor::from_f32(gpu, &xs, &x).unwrap();
+        let tw = Tensor::from_f32(gpu, &ws, &w).unwrap();
+        let tb = Tensor::from_f32(gpu, &[n], &b).unwrap();
+        let out = Tensor::empty(gpu, &os, DType::F32).unwrap();
+        out.poison(gpu).unwrap();
+        let mut enc = gpu.encoder("test");
+        matmul(gpu, &mut enc, &tx, &tw, bias.then_some(&tb), act, &out).unwrap();
+        gpu.submit_and_wait(enc).unwrap();
+        let got = out.read(gpu).unwrap();
+        let mut want = vec![0.0; os.iter().product()];
+        reference::matmul::matmul(&mut want, &x, &w, bias.then_some(&b[..]), act, batch, m, n, k, w_batched);
+        let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
+        assert_close(&format!("matmul b{batch} {m}x{n}x{k} wb={w_batched} bias={bias} {act:?}"), &got, &want, tol);
+    }
+
+    #[test]
+    fn matmul_matches_reference_ragged_shapes() {
+        let Some(gpu) = shared_gpu() else { return };
+        let mut rng = Rng::new(1);
+        let dims = [1usize, 7, 63, 65, 257];
+        for &m in &dims {
+            for &n in &dims {
+                for &k in &[1usize, 7, 65, 257] {
+                    // keep the lavapipe bill small: skip the largest cubes
+                    if m * n * k > 257 * 257 * 65 {
+                        continue;
+                    }
+                    run_case(gpu, &mut rng, 1, m, n, k, false, true, Activation::None);
+                }
+            }
+        }
+        run_case(gpu, &mut rng, 1, 257, 257, 257, false, true, Activation::None);
+    }
+
+    #[test]
+    fn matmul_matches_reference_batched() {
+        let Some(gpu) = shared_gpu() else { return };
+        let mut rng = Rng::new(2);
+        run_case(gpu, &mut rng, 3, 65, 7, 63, false, true, Activation::None);
+        run_case(gpu, &mut rng, 5, 17, 33, 9, true, false, Activation::None);
+        run_case(gpu, &mut rng, 2, 1, 1, 1, true, true, Activation::None);
+    }
+
+    #[test]
+    fn matmul_matches_reference_activations() {
+        let Some(gpu) = shared_gpu() else { return };
+        let mut rng = Rng::new(3);
+        for act in [Activation::Relu, Activation::Gelu] {
+            run_case(gpu, &mut rng, 1, 70, 67, 33, false, true, act);
+            run_case(gpu, &mut rng, 2, 9, 130, 5, false, false, act);
+        }
+    }
+
+    #[test]
+    fn matmul_params_match_wgsl_layout() {
+        crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul);
+    }
+}

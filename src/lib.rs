@@ -1,0 +1,40 @@
+//! # resformer
+//!
+//! Stacks of residual Transformer blocks on the GPU through WebGPU compute
+//! shaders, with a plain CPU reference for every kernel.
+//!
+//! ## Dimensions
+//! - `M, N, K`: matmul rows, output columns, reduction depth (w is (N, K), PyTorch's Linear layout)
+//! - `T`: tokens = seq · batch, the rows of every activation
+//! - `E`: embed dim; `H`: heads; `D = E / H`: head dim; `F`: feed-forward dim
+//!
+//! ## Layers
+//! [`device`] (adapter, device, pipelines) → [`tensor`] (buffer + shape) →
+//! [`kernels`] (one op per shader, recorded into the caller's encoder) →
+//! [`reference`] (the CPU definition of each kernel).
+//!
+//! ```no_run
+//! use resformer::{kernels::residual_add::residual_add, Gpu, Tensor};
+//! # fn main() -> resformer::Result<()> {
+//! let gpu = Gpu::new()?;
+//! let a = Tensor::from_f32(&gpu, &[3], &[1.0, 2.0, 3.0])?;
+//! let b = Tensor::from_f32(&gpu, &[3], &[10.0, 20.0, 30.0])?;
+//! let out = Tensor::empty(&gpu, &[3], resformer::DType::F32)?;
+//! let mut enc = gpu.encoder("add");
+//! residual_add(&gpu, &mut enc, &a, &b, &out)?;
+//! gpu.submit_and_wait(enc)?;
+//! assert_eq!(out.read(&gpu)?, vec![11.0, 22.0, 33.0]);
+//! # Ok(()) }
+//! ```
+
+pub mod device;
+pub mod error;
+pub mod kernels;
+pub mod reference;
+pub mod shaders;
+pub mod tensor;
+pub mod testing;
+
+pub use device::{list_adapters, AdapterSummary, Gpu, GpuOptions};
+pub use error::{Error, Result};
+pub use tensor::{DType, Tensor};

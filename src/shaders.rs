@@ -1,0 +1,95 @@
+//! The WGSL sources, one per kernel stem, compiled into the binary.
+
+/// One compute shader (`shaders/<stem>.wgsl`, entry point `main`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+    Attention,
+    Layernorm,
+    ResidualAdd,
+}
+
+impl Shader {
+    /// Every shader, for validation tests and warm-up.
+    pub const ALL: [Shader; 4] = [Shader::Matmul, Shader::Attention, Shader::Layernorm, Shader::ResidualAdd];
+
+    /// The kernel stem: file name, op name, bench group.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul",
+            Shader::Attention => "attention",
+            Shader::Layernorm => "layernorm",
+            Shader::ResidualAdd => "residual_add",
+        }
+    }
+
+    /// The WGSL source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../shaders/matmul.wgsl"),
+            Shader::Attention => include_str!("../shaders/attention.wgsl"),
+            Shader::Layernorm => include_str!("../shaders/layernorm.wgsl"),
+            Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Offline checks with naga: no GPU needed.
+    use super::Shader;
+    use naga::back::{hlsl, msl, spv};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+    fn validated(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
+        let module = naga::front::wgsl::parse_str(shader.source())
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
+        (module, info)
+    }
+
+    #[test]
+    fn every_shader_parses_and_validates() {
+        for s in Shader::ALL {
+            let (module, _) = validated(s);
+            assert!(module.entry_points.iter().any(|e| e.name == "main"), "{} has no `main`", s.name());
+        }
+    }
+
+    #[test]
+    fn every_shader_translates_to_spirv() {
+        for s in Shader::ALL {
+            let (module, info) = validated(s);
+            let words = spv::write_vec(&module, &info, &spv::Options::default(), None)
+                .unwrap_or_else(|e| panic!("{} -> SPIR-V: {e}", s.name()));
+            assert_eq!(words[0], 0x0723_0203, "{}: not a SPIR-V module", s.name());
+        }
+    }
+
+    #[test]
+    fn every_shader_translates_to_msl() {
+        for s in Shader::ALL {
+            let (module, info) = validated(s);
+            let (src, _) =
+                msl::write_string(&module, &info, &msl::Options::default(), &msl::PipelineOptions::default())
+                    .unwrap_or_else(|e| panic!("{} -> MSL: {e}", s.name()));
+            assert!(src.contains("kernel void"), "{}: no kernel in MSL", s.name());
+        }
+    }
+
+    #[test]
+    fn every_shader_translates_to_hlsl() {
+        for s in Shader::ALL {
+            let (module, info) = validated(s);
+            let mut src = String::new();
+            let options = hlsl::Options::default();
+            let pipeline = hlsl::PipelineOptions::default();
+            hlsl::Writer::new(&mut src, &options, &pipeline)
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{} -> HLSL: {e}", s.name()));
+            assert!(src.contains("[numthreads("), "{}: no compute entry in HLSL", s.name());
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! [`Tensor`]: a GPU storage buffer and the row-major shape of what it holds.
+
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+
+/// Element type of a [`Tensor`]. Activations and weights are f32; masks are u32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    U32,
+}
+
+/// A row-major array on the device: a storage buffer plus its shape.
+#[derive(Debug)]
+pub struct Tensor {
+    buffer: wgpu::Buffer,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+fn element_count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A tensor of `shape` with unspecified contents.
+    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let bytes = (element_count(shape) as u64).max(1) * 4;
+        let limit = gpu.limits().max_buffer_size;
+        if bytes > limit {
+            return Err(Error::LimitExceeded {
+                op: "tensor",
+                what: "buffer",
+                shape: shape.to_vec(),
+                needed: bytes,
+                limit_name: "max_buffer_size",
+                limit,
+            });
+        }
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resformer.tensor"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+    }
+
+    /// Uploads `data` (row-major) as a tensor of `shape`.
+    pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len("tensor data", data.len(), shape)?;
+        let t = Tensor::empty(gpu, shape, DType::F32)?;
+        t.write(gpu, data)?;
+        Ok(t)
+    }
+
+    /// Uploads a u32 tensor (masks).
+    pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        check_len("tensor data", data.len(), shape)?;
+        let t = Tensor::empty(gpu, shape, DType::U32)?;
+        if !data.is_empty() {
+            gpu.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        }
+        Ok(t)
+    }
+
+    /// Overwrites the whole tensor with `data` (queued; ordered before the next submit).
+    pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
+        check_len("tensor write", data.len(), &self.shape)?;
+        if !data.is_empty() {
+            gpu.queue.write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// Fills the tensor with NaN: tests poison outputs so an unwritten element fails.
+    pub fn poison(&self, gpu: &Gpu) -> Result<()> {
+        self.write(gpu, &vec![f32::NAN; self.len()])
+    }
+
+    /// Copies the tensor back to the host (submits and waits).
+    pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let bytes = self.len() as u64 * 4;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resformer.readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = gpu.encoder("resformer.readback");
+        enc.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, bytes);
+        gpu.submit_and_wait(enc)?;
+        read_mapped(gpu, &staging)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        element_count(&self.shape)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Size in bytes (4 per element).
+    pub fn bytes(&self) -> u64 {
+        self.len() as u64 * 4
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+/// Maps a MAP_READ buffer, copies its f32 contents out and unmaps it.
+pub(crate) fn read_mapped(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("buffer mapping was dropped".into()))?
+        .map_err(|e| Error::Gpu(format!("buffer mapping failed: {e}")))?;
+    let out = {
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("mapped range: {e}")))?;
+        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+    };
+    staging.unmap();
+    gpu.check()?;
+    Ok(out)
+}
+
+fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Result<()> {
+    let expected = element_count(shape);
+    if len != expected {
+        return Err(Error::DataLength { what, len, shape: shape.to_vec(), expected });
+    }
+    Ok(())
+}
