@@ -8,9 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A loader and at least one driver manifest (ICD).
 have_vulkan() {
-    ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' &&
-        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+    ldconfig -p 2>/dev/null | grep 'libvulkan.so.1 ' >/dev/null || return 1
+    for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
+        [ -e "$f" ] && return 0
+    done
+    return 1
 }
 
 if ! have_vulkan; then

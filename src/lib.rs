@@ -30,6 +30,7 @@
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 pub mod shaders;
 pub mod tensor;

@@ -2,7 +2,7 @@
 //! comparison with a useful failure report, and a shared device that skips or
 //! fails (under `RESFORMER_REQUIRE_GPU=1`) when no adapter exists.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::device::{Gpu, GpuOptions};
 
@@ -101,9 +101,9 @@ pub fn gpu_required() -> bool {
 
 /// One device for every test in the process, or `None` (with the reason
 /// printed) when there is no adapter. Panics instead under `RESFORMER_REQUIRE_GPU=1`.
-pub fn shared_gpu() -> Option<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
-    or_skip(GPU.get_or_init(|| Gpu::new().map_err(|e| e.to_string())).as_ref().map_err(|e| e.clone()))
+pub fn shared_gpu() -> Option<&'static Arc<Gpu>> {
+    static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
+    or_skip(GPU.get_or_init(|| Gpu::new().map(Arc::new).map_err(|e| e.to_string())).as_ref().map_err(|e| e.clone()))
 }
 
 /// A device of its own with `options`, or `None` (printed) / a panic under

@@ -1,0 +1,109 @@
+//! The block as data: one list of steps over named activations and
+//! parameters, run by both the GPU plan and the CPU path, so the two cannot
+//! drift apart.
+//!
+//! Post-norm (the spec's module):     Pre-norm:
+//!   qkv = x · in_projᵀ + b             n   = LN1(x)
+//!   a   = attention(qkv)               qkv = n · in_projᵀ + b
+//!   y   = a · out_projᵀ + b            a   = attention(qkv); y = a · out_projᵀ + b
+//!   xb  = LN1(x + y)   (fused)         xb  = x + y
+//!   h   = act(xb · ffn.0ᵀ + b)         n   = LN2(xb); h = act(n · ffn.0ᵀ + b)
+//!   y   = h · ffn.2ᵀ + b               y   = h · ffn.2ᵀ + b
+//!   x   = LN2(xb + y)  (fused)         x   = xb + y
+
+use super::config::BlockConfig;
+use crate::kernels::matmul::Activation;
+
+/// Activation buffers of a forward pass; all (T, E) but `Qkv` (T, 3E) and `H` (T, F).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    X,
+    Xb,
+    Qkv,
+    Attn,
+    Y,
+    H,
+    Norm,
+}
+
+impl Act {
+    pub const ALL: [Act; 7] = [Act::X, Act::Xb, Act::Qkv, Act::Attn, Act::Y, Act::H, Act::Norm];
+
+    /// Columns of this buffer for a block of `cfg`.
+    pub fn cols(self, cfg: &BlockConfig) -> usize {
+        match self {
+            Act::Qkv => 3 * cfg.embed,
+            Act::H => cfg.ff,
+            _ => cfg.embed,
+        }
+    }
+}
+
+/// A block parameter; the discriminant indexes [`super::weights::BlockWeights::tensors`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    InProjW,
+    InProjB,
+    OutProjW,
+    OutProjB,
+    Ff1W,
+    Ff1B,
+    Ff2W,
+    Ff2B,
+    Norm1W,
+    Norm1B,
+    Norm2W,
+    Norm2B,
+}
+
+/// One kernel call of the block.
+#[derive(Clone, Copy, Debug)]
+pub enum Step {
+    Matmul { x: Act, w: Param, b: Param, act: Activation, out: Act },
+    Attention { qkv: Act, out: Act },
+    Layernorm { x: Act, residual: Option<Act>, gamma: Param, beta: Param, out: Act },
+    Add { a: Act, b: Act, out: Act },
+}
+
+impl Step {
+    /// The buffer this step writes.
+    pub fn out(&self) -> Act {
+        match *self {
+            Step::Matmul { out, .. }
+            | Step::Attention { out, .. }
+            | Step::Layernorm { out, .. }
+            | Step::Add { out, .. } => out,
+        }
+    }
+}
+
+/// The steps of one block; it reads and leaves its result in [`Act::X`].
+pub fn block_steps(cfg: &BlockConfig) -> Vec<Step> {
+    use Act::*;
+    use Param::*;
+    let mm = |x, w, b, act, out| Step::Matmul { x, w, b, act, out };
+    let ln = |x, residual, gamma, beta, out| Step::Layernorm { x, residual, gamma, beta, out };
+    if cfg.pre_norm {
+        vec![
+            ln(X, None, Norm1W, Norm1B, Norm),
+            mm(Norm, InProjW, InProjB, Activation::None, Qkv),
+            Step::Attention { qkv: Qkv, out: Attn },
+            mm(Attn, OutProjW, OutProjB, Activation::None, Y),
+            Step::Add { a: X, b: Y, out: Xb },
+            ln(Xb, None, Norm2W, Norm2B, Norm),
+            mm(Norm, Ff1W, Ff1B, cfg.activation, H),
+            mm(H, Ff2W, Ff2B, Activation::None, Y),
+            Step::Add { a: Xb, b: Y, out: X },
+        ]
+    } else {
+        vec![
+            mm(X, InProjW, InProjB, Activation::None, Qkv),
+            Step::Attention { qkv: Qkv, out: Attn },
+            mm(Attn, OutProjW, OutProjB, Activation::None, Y),
+            ln(X, Some(Y), Norm1W, Norm1B, Xb),
+            mm(Xb, Ff1W, Ff1B, cfg.activation, H),
+            mm(H, Ff2W, Ff2B, Activation::None, Y),
+            ln(Xb, Some(Y), Norm2W, Norm2B, X),
+        ]
+    }
+}

@@ -1,0 +1,74 @@
+//! The block's configuration: sizes from the weights, options from the user.
+
+use crate::error::{Error, Result};
+use crate::kernels::matmul::Activation;
+
+/// How one residual block is built. The default is the PyTorch module of the
+/// spec: post-norm, ReLU, eps 1e-5, no causal mask, seq-first input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockConfig {
+    /// E, the embed dim.
+    pub embed: usize,
+    /// H, attention heads; E must be a multiple of H.
+    pub heads: usize,
+    /// F, the feed-forward dim.
+    pub ff: usize,
+    /// x + attn(LN(x)) instead of LN(x + attn(x)).
+    pub pre_norm: bool,
+    /// FFN activation: ReLU (the spec) or GELU (erf).
+    pub activation: Activation,
+    /// LayerNorm eps.
+    pub eps: f32,
+    /// Hide keys after each query.
+    pub causal: bool,
+    /// Input is (batch, seq, E) instead of (seq, batch, E).
+    pub batch_first: bool,
+}
+
+impl BlockConfig {
+    /// The spec's block with these sizes.
+    pub fn new(embed: usize, heads: usize, ff: usize) -> BlockConfig {
+        BlockConfig {
+            embed,
+            heads,
+            ff,
+            pre_norm: false,
+            activation: Activation::Relu,
+            eps: 1e-5,
+            causal: false,
+            batch_first: false,
+        }
+    }
+
+    /// D = E / H.
+    pub fn head_dim(&self) -> usize {
+        self.embed / self.heads.max(1)
+    }
+
+    /// Checks that the sizes make a valid block.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidArgument { op: "block", what });
+        if self.heads == 0 {
+            return bad("heads must be at least 1, got 0".into());
+        }
+        if self.embed == 0 || self.ff == 0 {
+            return bad(format!("embed and ff must be at least 1, got embed {} ff {}", self.embed, self.ff));
+        }
+        if self.embed % self.heads != 0 {
+            return bad(format!("heads {} do not divide embed {}", self.heads, self.embed));
+        }
+        if self.head_dim() > crate::kernels::attention::MAX_HEAD_DIM {
+            return bad(format!(
+                "head dim {} (embed {} / heads {}) exceeds {}",
+                self.head_dim(),
+                self.embed,
+                self.heads,
+                crate::kernels::attention::MAX_HEAD_DIM
+            ));
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return bad(format!("eps must be finite and >= 0, got {}", self.eps));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Blocks and stacks: configuration, weights, the block's steps, and the two
+//! ways to run them (GPU plan, CPU reference path).
+
+pub mod block;
+pub mod config;
+pub mod cpu;
+pub mod gpu;
+pub mod io;
+pub mod weights;
+
+use std::sync::Arc;
+
+pub use config::BlockConfig;
+pub use gpu::GpuStack;
+pub use weights::{BlockWeights, StackWeights};
+
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+
+/// Where a stack runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A wgpu adapter when one exists (hardware first, then lavapipe), else the CPU path.
+    Auto,
+    /// A wgpu adapter, or an error.
+    Gpu,
+    /// The reference kernels on the CPU.
+    Cpu,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Backend> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "gpu" => Ok(Backend::Gpu),
+            "cpu" => Ok(Backend::Cpu),
+            other => Err(Error::InvalidArgument {
+                op: "--backend",
+                what: format!("expected auto, gpu or cpu, got {other:?}"),
+            }),
+        }
+    }
+}
+
+/// A stack ready to run on the backend that was chosen.
+pub enum Stack {
+    Gpu(GpuStack),
+    Cpu { weights: StackWeights, cfg: BlockConfig },
+}
+
+impl Stack {
+    /// Builds the stack on `backend`. `Auto` falls back to the CPU path when no adapter exists.
+    pub fn new(weights: StackWeights, cfg: BlockConfig, backend: Backend) -> Result<Stack> {
+        cfg.validate()?;
+        check_weights(&weights, &cfg)?;
+        let gpu = match backend {
+            Backend::Cpu => None,
+            Backend::Gpu => Some(Gpu::new()?),
+            Backend::Auto => match Gpu::new() {
+                Ok(g) => Some(g),
+                Err(Error::NoAdapter { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        match gpu {
+            Some(g) => Ok(Stack::Gpu(GpuStack::new(Arc::new(g), &weights, cfg)?)),
+            None => Ok(Stack::Cpu { weights, cfg }),
+        }
+    }
+
+    /// Which path runs, for reports: the adapter, or "CPU reference path".
+    pub fn describe(&self) -> String {
+        match self {
+            Stack::Gpu(s) => {
+                let a = s.gpu().adapter();
+                let kind = if a.is_software() { "software adapter, no GPU" } else { "GPU" };
+                format!("{} [{kind}]", a.label())
+            }
+            Stack::Cpu { .. } => "CPU reference path (no wgpu adapter used)".into(),
+        }
+    }
+
+    /// Runs the stack on `x` (T, E) in token-row order; returns (T, E).
+    pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
+        match self {
+            Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
+            Stack::Cpu { weights, cfg } => {
+                check_input(cfg, x, seq, batch, key_pad)?;
+                Ok(cpu::forward(weights, cfg, x, seq, batch, key_pad))
+            }
+        }
+    }
+}
+
+/// Checks that `weights` match the sizes of `cfg`.
+pub(crate) fn check_weights(weights: &StackWeights, cfg: &BlockConfig) -> Result<()> {
+    if weights.embed != cfg.embed || weights.ff != cfg.ff {
+        return Err(Error::InvalidArgument {
+            op: "stack",
+            what: format!(
+                "config has embed {} ff {}, weights have embed {} ff {}",
+                cfg.embed, cfg.ff, weights.embed, weights.ff
+            ),
+        });
+    }
+    let names = weights::block_tensor_names(cfg.embed, cfg.ff);
+    for (i, b) in weights.blocks.iter().enumerate() {
+        for ((name, shape), data) in names.iter().zip(b.tensors()) {
+            if data.len() != shape.iter().product::<usize>() {
+                return Err(Error::InvalidArgument {
+                    op: "stack",
+                    what: format!("block {i} {name}: {} values, expected shape {shape:?}", data.len()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks an input (T, E) and its key-padding mask (batch, seq).
+pub(crate) fn check_input(
+    cfg: &BlockConfig,
+    x: &[f32],
+    seq: usize,
+    batch: usize,
+    key_pad: Option<&[u32]>,
+) -> Result<()> {
+    let bad = |what: String| Err(Error::InvalidArgument { op: "forward", what });
+    if seq == 0 || batch == 0 {
+        return bad(format!("seq and batch must be at least 1, got seq {seq} batch {batch}"));
+    }
+    if x.len() != seq * batch * cfg.embed {
+        return bad(format!(
+            "input has {} values, expected seq {seq} x batch {batch} x embed {} = {}",
+            x.len(),
+            cfg.embed,
+            seq * batch * cfg.embed
+        ));
+    }
+    if let Some(m) = key_pad {
+        if m.len() != batch * seq {
+            return bad(format!("key padding mask has {} values, expected batch {batch} x seq {seq}", m.len()));
+        }
+    }
+    Ok(())
+}
+
+/// How an input tensor's shape maps to (seq, batch, embed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputShape {
+    pub seq: usize,
+    pub batch: usize,
+    pub embed: usize,
+}
+
+impl InputShape {
+    /// (seq, batch, E), or (batch, seq, E) when `batch_first`, or unbatched (seq, E).
+    pub fn from_shape(shape: &[usize], batch_first: bool) -> Result<InputShape> {
+        match *shape {
+            [s, e] => Ok(InputShape { seq: s, batch: 1, embed: e }),
+            [a, b, e] if batch_first => Ok(InputShape { seq: b, batch: a, embed: e }),
+            [s, b, e] => Ok(InputShape { seq: s, batch: b, embed: e }),
+            _ => Err(Error::InvalidArgument {
+                op: "input",
+                what: format!(
+                    "expected shape (seq, batch, embed){} or (seq, embed), found {shape:?}",
+                    if batch_first { " with --batch-first: (batch, seq, embed)" } else { "" }
+                ),
+            }),
+        }
+    }
+}

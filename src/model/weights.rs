@@ -1,0 +1,196 @@
+//! Block weights on the host, loaded from safetensors with PyTorch's
+//! state_dict names or drawn at random from a seed.
+
+use std::path::Path;
+
+use super::io::TensorFile;
+use crate::error::{Error, Result};
+use crate::testing::Rng;
+
+/// One block's parameters, row-major, in PyTorch's layouts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockWeights {
+    /// (3E, E): rows 0..E project q, E..2E k, 2E..3E v.
+    pub in_proj_weight: Vec<f32>,
+    /// (3E)
+    pub in_proj_bias: Vec<f32>,
+    /// (E, E)
+    pub out_proj_weight: Vec<f32>,
+    /// (E)
+    pub out_proj_bias: Vec<f32>,
+    /// ffn.0: (F, E) and (F)
+    pub ff1_weight: Vec<f32>,
+    pub ff1_bias: Vec<f32>,
+    /// ffn.2: (E, F) and (E)
+    pub ff2_weight: Vec<f32>,
+    pub ff2_bias: Vec<f32>,
+    /// norm1, norm2: (E) each
+    pub norm1_weight: Vec<f32>,
+    pub norm1_bias: Vec<f32>,
+    pub norm2_weight: Vec<f32>,
+    pub norm2_bias: Vec<f32>,
+}
+
+/// L blocks with their own weights; E and F are common to all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackWeights {
+    pub embed: usize,
+    pub ff: usize,
+    pub blocks: Vec<BlockWeights>,
+}
+
+/// The state_dict suffixes of one block and their shapes for (E, F).
+pub fn block_tensor_names(e: usize, f: usize) -> [(&'static str, Vec<usize>); 12] {
+    [
+        ("attn.in_proj_weight", vec![3 * e, e]),
+        ("attn.in_proj_bias", vec![3 * e]),
+        ("attn.out_proj.weight", vec![e, e]),
+        ("attn.out_proj.bias", vec![e]),
+        ("ffn.0.weight", vec![f, e]),
+        ("ffn.0.bias", vec![f]),
+        ("ffn.2.weight", vec![e, f]),
+        ("ffn.2.bias", vec![e]),
+        ("norm1.weight", vec![e]),
+        ("norm1.bias", vec![e]),
+        ("norm2.weight", vec![e]),
+        ("norm2.bias", vec![e]),
+    ]
+}
+
+impl BlockWeights {
+    /// The tensors in the order of [`block_tensor_names`].
+    pub fn tensors(&self) -> [&Vec<f32>; 12] {
+        [
+            &self.in_proj_weight,
+            &self.in_proj_bias,
+            &self.out_proj_weight,
+            &self.out_proj_bias,
+            &self.ff1_weight,
+            &self.ff1_bias,
+            &self.ff2_weight,
+            &self.ff2_bias,
+            &self.norm1_weight,
+            &self.norm1_bias,
+            &self.norm2_weight,
+            &self.norm2_bias,
+        ]
+    }
+
+    fn from_tensors(mut t: Vec<Vec<f32>>) -> BlockWeights {
+        let mut next = || t.remove(0);
+        BlockWeights {
+            in_proj_weight: next(),
+            in_proj_bias: next(),
+            out_proj_weight: next(),
+            out_proj_bias: next(),
+            ff1_weight: next(),
+            ff1_bias: next(),
+            ff2_weight: next(),
+            ff2_bias: next(),
+            norm1_weight: next(),
+            norm1_bias: next(),
+            norm2_weight: next(),
+            norm2_bias: next(),
+        }
+    }
+}
+
+impl StackWeights {
+    /// Number of blocks, L.
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Seeded random weights: Linear layers U(±1/√fan_in) as PyTorch's default
+    /// init, LayerNorm γ near 1 and β near 0 (but not equal, so tests see them).
+    pub fn random(seed: u64, layers: usize, embed: usize, ff: usize) -> StackWeights {
+        let mut rng = Rng::new(seed);
+        let blocks = (0..layers)
+            .map(|_| {
+                let t = block_tensor_names(embed, ff)
+                    .iter()
+                    .map(|(name, shape)| {
+                        let n: usize = shape.iter().product();
+                        if name.starts_with("norm") && name.ends_with("weight") {
+                            rng.vec(n, 0.8, 1.2)
+                        } else if name.starts_with("norm") {
+                            rng.vec(n, -0.2, 0.2)
+                        } else {
+                            let fan_in = if name.contains("ffn.2") { ff } else { embed };
+                            let bound = 1.0 / (fan_in as f32).sqrt();
+                            rng.vec(n, -bound, bound)
+                        }
+                    })
+                    .collect();
+                BlockWeights::from_tensors(t)
+            })
+            .collect();
+        StackWeights { embed, ff, blocks }
+    }
+
+    /// Loads blocks `{prefix}0.`, `{prefix}1.`, ... from a safetensors file.
+    /// E and F come from block 0's `attn.out_proj.weight` and `ffn.0.weight`;
+    /// L is the number of consecutive blocks present.
+    pub fn load(path: &Path, prefix: &str) -> Result<StackWeights> {
+        Self::from_file(&TensorFile::open(path)?, prefix)
+    }
+
+    /// Like [`StackWeights::load`], from an open file.
+    pub fn from_file(file: &TensorFile, prefix: &str) -> Result<StackWeights> {
+        let name = |i: usize, suffix: &str| format!("{prefix}{i}.{suffix}");
+        let first = name(0, "attn.out_proj.weight");
+        if !file.contains(&first) {
+            let names = file.names();
+            let shown: Vec<&String> = names.iter().take(6).collect();
+            return Err(Error::File {
+                path: file.path().into(),
+                reason: format!(
+                    "missing tensor `{first}` (prefix {prefix:?}); the file holds {} tensors, e.g. {shown:?}; is --prefix right?",
+                    names.len()
+                ),
+            });
+        }
+        let out = file.get(&first)?;
+        let [e, e2] = out.shape[..] else {
+            return Err(Error::File {
+                path: file.path().into(),
+                reason: format!("tensor `{first}` expected shape [E, E], found {:?}", out.shape),
+            });
+        };
+        let ff1 = file.get(&name(0, "ffn.0.weight"))?;
+        let f = ff1.shape.first().copied().unwrap_or(0);
+        if e != e2 || e == 0 || f == 0 {
+            return Err(Error::File {
+                path: file.path().into(),
+                reason: format!(
+                    "block 0: out_proj.weight {:?} and ffn.0.weight {:?} give no valid E, F",
+                    out.shape, ff1.shape
+                ),
+            });
+        }
+        let mut blocks = Vec::new();
+        while file.contains(&name(blocks.len(), "attn.out_proj.weight")) {
+            let i = blocks.len();
+            let t = block_tensor_names(e, f)
+                .iter()
+                .map(|(suffix, shape)| file.get_shaped(&name(i, suffix), shape).map(|t| t.data))
+                .collect::<Result<Vec<_>>>()?;
+            blocks.push(BlockWeights::from_tensors(t));
+        }
+        Ok(StackWeights { embed: e, ff: f, blocks })
+    }
+
+    /// Writes the weights with PyTorch's state_dict names under `prefix`.
+    pub fn save(&self, path: &Path, prefix: &str) -> Result<()> {
+        let names = block_tensor_names(self.embed, self.ff);
+        let mut owned: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            for ((suffix, shape), data) in names.iter().zip(b.tensors()) {
+                owned.push((format!("{prefix}{i}.{suffix}"), shape.clone(), data));
+            }
+        }
+        let refs: Vec<(&str, &[usize], &[f32])> =
+            owned.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), *d)).collect();
+        super::io::write_f32(path, &refs)
+    }
+}
