@@ -35,6 +35,7 @@ pub mod reference;
 pub mod shaders;
 pub mod tensor;
 pub mod testing;
+pub mod walkthrough;
 
 pub use device::{list_adapters, AdapterSummary, Gpu, GpuOptions};
 pub use error::{Error, Result};

@@ -1,16 +1,296 @@
 //! The `resformer` command line: parses arguments, calls the library, prints.
 
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-fn usage() -> &'static str {
-    "usage: resformer <command>\n\
-     commands:\n\
-     \x20 devices    list every adapter wgpu sees and mark the one resformer would use\n\
-     environment: WGPU_BACKEND (vulkan, gl, metal, dx12) limits the backends searched;\n\
-     \x20 WGPU_ADAPTER_NAME picks an adapter by a case-insensitive part of its name"
+use resformer::kernels::matmul::Activation;
+use resformer::model::io::{write_f32, TensorFile};
+use resformer::model::{cpu, Backend, BlockConfig, InputShape, Stack, StackWeights};
+use resformer::testing::{compare, Rng, Tol};
+use resformer::walkthrough::Walkthrough;
+use resformer::Error;
+
+const USAGE: &str = "\
+usage: resformer <command> [options]
+
+commands:
+  run        run a stack of residual Transformer blocks
+             resformer run --weights W.safetensors --heads H --input X.safetensors --output Y.safetensors
+                 [--prefix P] [--pre-norm] [--gelu] [--causal] [--eps E] [--batch-first]
+                 [--backend auto|gpu|cpu] [--check] [--runs N]
+             without --weights and --input: seeded random weights and input from
+                 --layers 6 --embed 256 --heads 8 --ff 1024 --seq 128 --batch 4 [--seed 0]
+  attention  the attention walk-through: one head's weights over a sentence
+             resformer attention \"I love deep learning\" [--focus love] [--out attn.svg] [--dim 16] [--seed 0]
+                 [--backend auto|gpu|cpu]
+  devices    list every adapter wgpu sees and mark the one resformer would use
+
+environment: WGPU_BACKEND (vulkan, gl, metal, dx12) limits the backends searched;
+  WGPU_ADAPTER_NAME picks an adapter by a case-insensitive part of its name";
+
+/// A command-line problem: printed as one line, exit code 2.
+struct Usage(String);
+
+type CliResult = Result<(), CliError>;
+
+enum CliError {
+    Usage(String),
+    Engine(Error),
 }
 
-fn devices() -> resformer::Result<()> {
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Engine(e)
+    }
+}
+
+impl From<Usage> for CliError {
+    fn from(u: Usage) -> Self {
+        CliError::Usage(u.0)
+    }
+}
+
+/// Parsed options: `--name value` pairs, `--switch`es and positional words.
+struct Opts {
+    values: HashMap<String, String>,
+    switches: HashSet<String>,
+    positional: Vec<String>,
+}
+
+impl Opts {
+    fn parse(args: &[String], valued: &[&str], switches: &[&str]) -> Result<Opts, Usage> {
+        let mut o = Opts { values: HashMap::new(), switches: HashSet::new(), positional: Vec::new() };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                if valued.contains(&name) {
+                    let v = it.next().ok_or_else(|| Usage(format!("--{name} needs a value")))?;
+                    o.values.insert(name.to_string(), v.clone());
+                } else if switches.contains(&name) {
+                    o.switches.insert(name.to_string());
+                } else {
+                    return Err(Usage(format!("unknown option --{name}")));
+                }
+            } else {
+                o.positional.push(a.clone());
+            }
+        }
+        Ok(o)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.switches.contains(name)
+    }
+
+    fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, Usage> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| Usage(format!("--{name}: {v:?} is not a valid number"))),
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn run(args: &[String]) -> CliResult {
+    let o = Opts::parse(
+        args,
+        &[
+            "weights", "input", "output", "heads", "prefix", "backend", "eps", "layers", "embed", "ff", "seq", "batch",
+            "seed", "runs",
+        ],
+        &["pre-norm", "gelu", "causal", "batch-first", "check"],
+    )?;
+    if let Some(p) = o.positional.first() {
+        return Err(Usage(format!("unexpected argument {p:?}")).into());
+    }
+    let backend: Backend = o.get("backend").unwrap_or("auto").parse()?;
+    let configure = |cfg: &mut BlockConfig| -> Result<(), Usage> {
+        cfg.pre_norm = o.has("pre-norm");
+        cfg.activation = if o.has("gelu") { Activation::Gelu } else { Activation::Relu };
+        cfg.causal = o.has("causal");
+        cfg.batch_first = o.has("batch-first");
+        cfg.eps = o.num("eps", 1e-5)?;
+        Ok(())
+    };
+
+    // 1. weights, input and config: from files, or seeded random
+    let (weights, cfg, input, shape, key_pad) = match (o.get("weights"), o.get("input")) {
+        (Some(w), Some(x)) => {
+            let heads: usize = o
+                .get("heads")
+                .ok_or_else(|| Usage("--heads is required with --weights".into()))?
+                .parse()
+                .map_err(|_| Usage("--heads: not a number".into()))?;
+            let wfile = TensorFile::open(Path::new(w))?;
+            let weights = StackWeights::from_file(&wfile, o.get("prefix").unwrap_or(""))?;
+            if !wfile.converted_dtypes().is_empty() {
+                println!("weights: converted {} to F32", wfile.converted_dtypes().join(", "));
+            }
+            let mut cfg = BlockConfig::new(weights.embed, heads, weights.ff);
+            configure(&mut cfg)?;
+            let xfile = TensorFile::open(Path::new(x))?;
+            if !xfile.contains("input") {
+                return Err(Error::File { path: x.into(), reason: "no tensor named `input`".into() }.into());
+            }
+            let input = xfile.get("input")?;
+            let shape = InputShape::from_shape(&input.shape, cfg.batch_first)?;
+            if shape.embed != weights.embed {
+                return Err(Error::File {
+                    path: x.into(),
+                    reason: format!(
+                        "`input` has embed {} (shape {:?}) but the weights have embed {}",
+                        shape.embed, input.shape, weights.embed
+                    ),
+                }
+                .into());
+            }
+            let key_pad = if xfile.contains("key_padding_mask") {
+                let m = xfile.get_shaped("key_padding_mask", &[shape.batch, shape.seq])?;
+                println!(
+                    "input: using key_padding_mask ({} padded keys)",
+                    m.data.iter().filter(|&&v| v != 0.0).count()
+                );
+                Some(m.data.iter().map(|&v| (v != 0.0) as u32).collect::<Vec<u32>>())
+            } else {
+                None
+            };
+            println!(
+                "weights: {w}: {} blocks, embed {}, ff {}, heads {heads}",
+                weights.layers(),
+                weights.embed,
+                weights.ff
+            );
+            (weights, cfg, input, shape, key_pad)
+        }
+        (None, None) => {
+            let (layers, embed, heads, ff) =
+                (o.num("layers", 6)?, o.num("embed", 256)?, o.num("heads", 8)?, o.num("ff", 1024)?);
+            let (seq, batch, seed) = (o.num("seq", 128)?, o.num("batch", 4)?, o.num("seed", 0u64)?);
+            let mut cfg = BlockConfig::new(embed, heads, ff);
+            configure(&mut cfg)?;
+            cfg.validate()?;
+            let weights = StackWeights::random(seed, layers, embed, ff);
+            let dims = if cfg.batch_first { vec![batch, seq, embed] } else { vec![seq, batch, embed] };
+            let data = Rng::new(seed + 1).vec(seq * batch * embed, -1.0, 1.0);
+            println!("random weights (seed {seed}): {layers} blocks, embed {embed}, heads {heads}, ff {ff}; input seq {seq} x batch {batch}");
+            let input = resformer::model::io::HostTensor { shape: dims, data };
+            (weights, cfg, input, InputShape { seq, batch, embed }, None)
+        }
+        _ => return Err(Usage("--weights and --input go together (or neither, for random ones)".into()).into()),
+    };
+    let tokens = shape.seq * shape.batch;
+
+    // 2. the stack on the chosen backend
+    let stack = Stack::new(weights.clone(), cfg, backend)?;
+    println!("backend: {}", stack.describe());
+    println!(
+        "block: {}, {:?}, eps {}, {}{}",
+        if cfg.pre_norm { "pre-norm" } else { "post-norm" },
+        cfg.activation,
+        cfg.eps,
+        if cfg.batch_first { "batch-first" } else { "seq-first" },
+        if cfg.causal { ", causal" } else { "" }
+    );
+
+    // 3. warm-up, then timed runs (at least 3, at most --runs, about 10 s of them)
+    let max_runs: usize = o.num("runs", 5)?;
+    let t0 = Instant::now();
+    let mut output = stack.forward(&input.data, shape.seq, shape.batch, key_pad.as_deref())?;
+    eprintln!("warm-up: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    let mut times = Vec::new();
+    let budget = Instant::now();
+    while times.len() < max_runs.max(1) && (times.len() < 3 || budget.elapsed() < Duration::from_secs(10)) {
+        let t = Instant::now();
+        output = stack.forward(&input.data, shape.seq, shape.batch, key_pad.as_deref())?;
+        times.push(t.elapsed());
+        eprint!("\rrun {}/{}: {:.1} ms   ", times.len(), max_runs, times.last().unwrap().as_secs_f64() * 1e3);
+    }
+    eprintln!();
+    let med = median(times.clone());
+    println!(
+        "forward: {:.2} ms (median of {} runs after a warm-up), {:.0} tokens/s ({} tokens, {} blocks)",
+        med.as_secs_f64() * 1e3,
+        times.len(),
+        tokens as f64 / med.as_secs_f64(),
+        tokens,
+        weights.layers()
+    );
+
+    // 4. optional check against the CPU path
+    if o.has("check") {
+        let t = Instant::now();
+        let want = cpu::forward(&weights, &cfg, &input.data, shape.seq, shape.batch, key_pad.as_deref());
+        let d = compare(&output, &want, Tol { atol: 0.0, rtol: 0.0 });
+        println!(
+            "check against the CPU reference path ({:.0} ms): max abs diff {:.3e}, max rel diff {:.3e}",
+            t.elapsed().as_secs_f64() * 1e3,
+            d.max_abs,
+            d.max_rel
+        );
+    }
+    if let Some(path) = o.get("output") {
+        write_f32(Path::new(path), &[("output", &input.shape, &output)])?;
+        println!("wrote `output` {:?} to {path}", input.shape);
+    }
+    Ok(())
+}
+
+fn attention_walkthrough(args: &[String]) -> CliResult {
+    let o = Opts::parse(args, &["focus", "out", "dim", "seed", "backend"], &[])?;
+    let sentence = o.positional.join(" ");
+    if sentence.trim().is_empty() {
+        return Err(
+            Usage("give a sentence, e.g. resformer attention \"I love deep learning\" --focus love".into()).into()
+        );
+    }
+    let w = Walkthrough::random(&sentence, o.num("dim", 16)?, o.num("seed", 0u64)?)?;
+    let focus = match o.get("focus") {
+        Some(word) => w.find(word).ok_or_else(|| Usage(format!("--focus {word:?} is not a word of {:?}", w.tokens)))?,
+        None => 0,
+    };
+    println!("tokens: {:?} (seeded random embeddings, d = {})", w.tokens, w.dim);
+    let backend: Backend = o.get("backend").unwrap_or("auto").parse()?;
+    let reference = w.weights_cpu();
+    let gpu = match backend {
+        Backend::Cpu => None,
+        Backend::Gpu => Some(resformer::Gpu::new()?),
+        Backend::Auto => resformer::Gpu::new().ok(),
+    };
+    let p = match &gpu {
+        Some(gpu) => {
+            println!("backend: {} (matmul and attention kernels)", gpu.adapter().label());
+            let p = w.weights_gpu(gpu)?;
+            let d = compare(&p, &reference, Tol { atol: 0.0, rtol: 0.0 });
+            println!("check against the CPU reference: max abs diff {:.2e}", d.max_abs);
+            p
+        }
+        None => {
+            println!("backend: CPU reference path (no wgpu adapter used)");
+            reference
+        }
+    };
+    print!("{}", w.table(&p, focus));
+    if let Some(out) = o.get("out") {
+        if !out.to_lowercase().ends_with(".svg") {
+            return Err(Usage(format!("--out {out:?}: the heatmap is written as SVG; give a .svg path")).into());
+        }
+        std::fs::write(out, w.svg(&p, Some(focus))).map_err(|source| Error::Io { path: out.into(), source })?;
+        println!("wrote the {0}x{0} attention heatmap to {out}", w.tokens.len());
+    }
+    Ok(())
+}
+
+fn devices() -> CliResult {
     let (adapters, chosen) = resformer::list_adapters();
     if adapters.is_empty() {
         println!("no adapters found");
@@ -22,31 +302,32 @@ fn devices() -> resformer::Result<()> {
             a.name, a.backend, a.device_type, a.driver, a.driver_info
         );
     }
-    match chosen {
-        Ok(i) => {
-            println!("* = chosen: {}", adapters[i].label());
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    let i = chosen?;
+    println!("* = chosen: {}", adapters[i].label());
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
     let result = match args.first().map(String::as_str) {
+        Some("run") => run(rest),
+        Some("attention") => attention_walkthrough(rest),
         Some("devices") => devices(),
         Some("-h") | Some("--help") | Some("help") => {
-            println!("{}", usage());
+            println!("{USAGE}");
             Ok(())
         }
-        other => {
-            eprintln!("error: unknown command {:?}\n{}", other.unwrap_or(""), usage());
-            return ExitCode::from(2);
-        }
+        Some(other) => Err(CliError::Usage(format!("unknown command {other:?} (try --help)"))),
+        None => Err(CliError::Usage("no command given (try --help)".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(CliError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Engine(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

@@ -54,7 +54,7 @@ impl BlockConfig {
         if self.embed == 0 || self.ff == 0 {
             return bad(format!("embed and ff must be at least 1, got embed {} ff {}", self.embed, self.ff));
         }
-        if self.embed % self.heads != 0 {
+        if !self.embed.is_multiple_of(self.heads) {
             return bad(format!("heads {} do not divide embed {}", self.heads, self.embed));
         }
         if self.head_dim() > crate::kernels::attention::MAX_HEAD_DIM {

@@ -1,0 +1,30 @@
+//! The attention walk-through as a library user writes it:
+//! `cargo run --example attention_walkthrough -- "I love deep learning" love`
+//!
+//! Embeds the words (seeded random embeddings), computes one head's q, k, v
+//! with the matmul kernel and the attention weights with the fused attention
+//! kernel, prints the focus word's row and writes attention.svg.
+
+fn main() -> resformer::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let sentence = args.next().unwrap_or_else(|| "I love deep learning".into());
+    let focus = args.next().unwrap_or_else(|| "love".into());
+
+    let walk = resformer::walkthrough::Walkthrough::random(&sentence, 16, 0)?;
+    let focus = walk.find(&focus).unwrap_or(0);
+    let weights = match resformer::Gpu::new() {
+        Ok(gpu) => {
+            println!("adapter: {}", gpu.adapter().label());
+            walk.weights_gpu(&gpu)?
+        }
+        Err(e) => {
+            println!("no adapter ({e}); using the CPU reference");
+            walk.weights_cpu()
+        }
+    };
+    print!("{}", walk.table(&weights, focus));
+    std::fs::write("attention.svg", walk.svg(&weights, Some(focus)))
+        .map_err(|source| resformer::Error::Io { path: "attention.svg".into(), source })?;
+    println!("wrote attention.svg");
+    Ok(())
+}

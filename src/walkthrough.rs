@@ -1,0 +1,248 @@
+//! The attention walk-through: how one head of attention weighs the tokens
+//! of a short sentence, computed by the engine's own kernels.
+//!
+//! 1. Each word gets an embedding (seeded random, from the word's text, until
+//!    a real model provides one) and one head gets random q, k, v weights.
+//! 2. The `matmul` kernel computes [q | k | v] = x · w_qkvᵀ + b.
+//! 3. The fused `attention` kernel never writes its probabilities, so they are
+//!    read out by running it with v = the identity: row s of softmax(q·kᵀ/√d)·I
+//!    is the weight row itself. (Its head dim is widened to fit the identity,
+//!    with q zero-padded and pre-scaled so the scale stays 1/√d.)
+//!
+//! ```no_run
+//! let w = resformer::walkthrough::Walkthrough::random("I love deep learning", 16, 0).unwrap();
+//! let gpu = resformer::Gpu::new().unwrap();
+//! let p = w.weights_gpu(&gpu).unwrap(); // (4, 4), each row sums to 1
+//! println!("{}", w.table(&p, 1));
+//! ```
+
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::kernels::attention::{attention, AttentionConfig, MAX_HEAD_DIM};
+use crate::kernels::matmul::{matmul, Activation};
+use crate::reference;
+use crate::tensor::{DType, Tensor};
+use crate::testing::Rng;
+
+/// One head's view of a sentence.
+pub struct Walkthrough {
+    pub tokens: Vec<String>,
+    /// d: the embed dim and the head dim (one head).
+    pub dim: usize,
+    /// (T, d) token embeddings.
+    pub x: Vec<f32>,
+    /// (3d, d) and (3d): the head's in-projection, PyTorch's in_proj layout.
+    pub w_qkv: Vec<f32>,
+    pub b_qkv: Vec<f32>,
+}
+
+fn word_seed(word: &str, seed: u64) -> u64 {
+    // FNV-1a: the same word gets the same embedding in every sentence
+    word.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl Walkthrough {
+    /// Seeded random embeddings (one per whitespace-separated word) and head weights.
+    pub fn random(sentence: &str, dim: usize, seed: u64) -> Result<Walkthrough> {
+        let tokens: Vec<String> = sentence.split_whitespace().map(String::from).collect();
+        Self::with_embeddings(tokens, dim, seed, |word| Rng::new(word_seed(word, seed)).vec(dim, -1.0, 1.0))
+    }
+
+    /// Given embeddings per token (each of length `dim`) and seeded random head weights.
+    pub fn with_embeddings(
+        tokens: Vec<String>,
+        dim: usize,
+        seed: u64,
+        embed: impl Fn(&str) -> Vec<f32>,
+    ) -> Result<Walkthrough> {
+        let bad = |what: String| Err(Error::InvalidArgument { op: "attention walk-through", what });
+        if tokens.is_empty() {
+            return bad("the sentence has no words".into());
+        }
+        if dim == 0 || dim > MAX_HEAD_DIM || tokens.len() > MAX_HEAD_DIM {
+            return bad(format!("need 1..={MAX_HEAD_DIM} words and dim, got {} words, dim {dim}", tokens.len()));
+        }
+        let x: Vec<f32> = tokens.iter().flat_map(|t| embed(t)).collect();
+        if x.len() != tokens.len() * dim {
+            return bad(format!("embeddings must have {dim} values per token"));
+        }
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let bound = 1.0 / (dim as f32).sqrt();
+        let w_qkv = rng.vec(3 * dim * dim, -2.0 * bound, 2.0 * bound);
+        let b_qkv = rng.vec(3 * dim, -0.1, 0.1);
+        Ok(Walkthrough { tokens, dim, x, w_qkv, b_qkv })
+    }
+
+    /// Index of `word` among the tokens (case-insensitive).
+    pub fn find(&self, word: &str) -> Option<usize> {
+        self.tokens.iter().position(|t| t.eq_ignore_ascii_case(word))
+    }
+
+    fn attention_config(&self, head_dim: usize) -> AttentionConfig {
+        AttentionConfig { batch: 1, seq: self.tokens.len(), heads: 1, head_dim, batch_first: false, causal: false }
+    }
+
+    /// The (T, T) attention weights from the CPU reference.
+    pub fn weights_cpu(&self) -> Vec<f32> {
+        let (t, d) = (self.tokens.len(), self.dim);
+        let mut qkv = vec![0.0; t * 3 * d];
+        reference::matmul::matmul(
+            &mut qkv,
+            &self.x,
+            &self.w_qkv,
+            Some(&self.b_qkv),
+            Activation::None,
+            1,
+            t,
+            3 * d,
+            d,
+            false,
+        );
+        let p = reference::attention::attention_weights(&qkv, None, &self.attention_config(d), 0, 0);
+        p.iter().map(|&v| v as f32).collect()
+    }
+
+    /// The (T, T) attention weights from the engine's matmul and attention kernels.
+    pub fn weights_gpu(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        let (t, d) = (self.tokens.len(), self.dim);
+        // 1. [q | k | v] on the GPU
+        let x = Tensor::from_f32(gpu, &[t, d], &self.x)?;
+        let w = Tensor::from_f32(gpu, &[3 * d, d], &self.w_qkv)?;
+        let b = Tensor::from_f32(gpu, &[3 * d], &self.b_qkv)?;
+        let qkv = Tensor::empty(gpu, &[t, 3 * d], DType::F32)?;
+        let mut enc = gpu.encoder("walkthrough.qkv");
+        matmul(gpu, &mut enc, &x, &w, Some(&b), Activation::None, &qkv)?;
+        gpu.submit_and_wait(enc)?;
+        let qkv = qkv.read(gpu)?;
+        // 2. widen to head dim w >= T: q · √(w/d) and zero-padded, k zero-padded, v = identity
+        let wd = d.max(t);
+        let widen = (wd as f32 / d as f32).sqrt();
+        let mut probe = vec![0.0f32; t * 3 * wd];
+        for s in 0..t {
+            for i in 0..d {
+                probe[s * 3 * wd + i] = qkv[s * 3 * d + i] * widen;
+                probe[s * 3 * wd + wd + i] = qkv[s * 3 * d + d + i];
+            }
+            probe[s * 3 * wd + 2 * wd + s] = 1.0;
+        }
+        let probe = Tensor::from_f32(gpu, &[t, 3 * wd], &probe)?;
+        let out = Tensor::empty(gpu, &[t, wd], DType::F32)?;
+        let mut enc = gpu.encoder("walkthrough.attention");
+        attention(gpu, &mut enc, &probe, None, &self.attention_config(wd), &out)?;
+        gpu.submit_and_wait(enc)?;
+        let out = out.read(gpu)?;
+        Ok((0..t).flat_map(|s| out[s * wd..s * wd + t].to_vec()).collect())
+    }
+
+    /// The weights of token `focus` over every token, as a table.
+    pub fn table(&self, p: &[f32], focus: usize) -> String {
+        let t = self.tokens.len();
+        let width = self.tokens.iter().map(|s| s.chars().count()).max().unwrap_or(5).max(5);
+        let mut s = format!("attention of {:?} over the sentence (one head, d = {}):\n", self.tokens[focus], self.dim);
+        s += &format!("  {:<width$}  weight\n", "token");
+        for j in 0..t {
+            let w = p[focus * t + j];
+            let bar = "#".repeat((w * 40.0).round() as usize);
+            s += &format!("  {:<width$}  {w:.4}  {bar}\n", self.tokens[j]);
+        }
+        let sum: f32 = p[focus * t..(focus + 1) * t].iter().sum();
+        s += &format!("  {:<width$}  {sum:.4}\n", "sum");
+        s
+    }
+
+    /// The whole (T, T) matrix as an SVG heatmap: rows are queries, columns keys.
+    pub fn svg(&self, p: &[f32], focus: Option<usize>) -> String {
+        let t = self.tokens.len();
+        let (cell, left, top) = (64usize, 140usize, 90usize);
+        let (w, h) = ((left + t * cell + 20).max(560), top + t * cell + 60);
+        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"16\">attention weights (one head, d = {}); each row sums to 1</text>\n\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">key (attended to)</text>\n\
+             <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">query (attending)</text>\n",
+            w / 2,
+            self.dim,
+            left + t * cell / 2,
+            top - 40,
+            top + t * cell / 2,
+            top + t * cell / 2
+        );
+        for (j, tok) in self.tokens.iter().enumerate() {
+            s += &format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+                left + j * cell + cell / 2,
+                top - 10,
+                esc(tok)
+            );
+            let weight = if Some(j) == focus { " font-weight=\"bold\"" } else { "" };
+            s += &format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\"{weight}>{}</text>\n",
+                left - 10,
+                top + j * cell + cell / 2 + 5,
+                esc(tok)
+            );
+        }
+        for q in 0..t {
+            for k in 0..t {
+                let v = p[q * t + k].clamp(0.0, 1.0);
+                // white (0) to deep blue (1)
+                let (r, g, b) = ((255.0 * (1.0 - v)) as u8, (255.0 * (1.0 - 0.75 * v)) as u8, 255u8);
+                let ink = if v > 0.55 { "white" } else { "black" };
+                s += &format!(
+                    "<rect x=\"{}\" y=\"{}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({r},{g},{b})\" stroke=\"#888\"/>\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\">{:.2}</text>\n",
+                    left + k * cell,
+                    top + q * cell,
+                    left + k * cell + cell / 2,
+                    top + q * cell + cell / 2 + 5,
+                    p[q * t + k]
+                );
+            }
+        }
+        s + "</svg>\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, shared_gpu, Tol};
+
+    /// Softmax probabilities from f32 kernels against the f64 reference.
+    const WALKTHROUGH_TOL: Tol = Tol { atol: 1e-5, rtol: 1e-4 };
+
+    #[test]
+    fn walkthrough_weights_from_the_kernels_match_the_reference() {
+        let Some(gpu) = shared_gpu() else { return };
+        for (sentence, dim) in [("I love deep learning", 16), ("a", 8), ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen", 8)] {
+            let w = Walkthrough::random(sentence, dim, 3).unwrap();
+            let got = w.weights_gpu(gpu).unwrap();
+            let want = w.weights_cpu();
+            assert_close(&format!("walkthrough {sentence:?} d{dim}"), &got, &want, WALKTHROUGH_TOL);
+            let t = w.tokens.len();
+            for r in 0..t {
+                let sum: f32 = got[r * t..(r + 1) * t].iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "row {r} sums to {sum}");
+            }
+            // a flat softmax would hide a broken scale or widening: rows must differ
+            assert!(t == 1 || got.iter().any(|&v| (v - 1.0 / t as f32).abs() > 1e-3));
+        }
+    }
+
+    #[test]
+    fn walkthrough_table_and_svg_name_every_token() {
+        let w = Walkthrough::random("I love deep learning", 16, 0).unwrap();
+        let p = w.weights_cpu();
+        let focus = w.find("LOVE").unwrap();
+        let table = w.table(&p, focus);
+        let sum_line = table.lines().find(|l| l.trim_start().starts_with("sum")).unwrap();
+        assert!(table.contains("\"love\"") && sum_line.ends_with("1.0000"), "{table}");
+        let svg = w.svg(&p, Some(focus));
+        for tok in ["I", "love", "deep", "learning", "query", "key"] {
+            assert!(svg.contains(&format!(">{tok}")), "svg lacks {tok}");
+        }
+        assert_eq!(svg.matches("<rect x=").count(), 16);
+    }
+}
