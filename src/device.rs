@@ -21,6 +21,8 @@ pub struct AdapterSummary {
     pub device_type: wgpu::DeviceType,
     pub driver: String,
     pub driver_info: String,
+    /// Subgroup (wave, warp) width range the adapter reports.
+    pub subgroup_sizes: (u32, u32),
 }
 
 impl AdapterSummary {
@@ -31,6 +33,7 @@ impl AdapterSummary {
             device_type: info.device_type,
             driver: info.driver.clone(),
             driver_info: info.driver_info.clone(),
+            subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
         }
     }
 

@@ -4,6 +4,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
+    /// The matmul for 8-wide subgroups without workgroup memory (lavapipe).
+    MatmulSubgroup,
     Attention,
     Layernorm,
     ResidualAdd,
@@ -11,12 +13,14 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation tests and warm-up.
-    pub const ALL: [Shader; 4] = [Shader::Matmul, Shader::Attention, Shader::Layernorm, Shader::ResidualAdd];
+    pub const ALL: [Shader; 5] =
+        [Shader::Matmul, Shader::MatmulSubgroup, Shader::Attention, Shader::Layernorm, Shader::ResidualAdd];
 
     /// The kernel stem: file name, op name, bench group.
     pub fn name(self) -> &'static str {
         match self {
             Shader::Matmul => "matmul",
+            Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::Attention => "attention",
             Shader::Layernorm => "layernorm",
             Shader::ResidualAdd => "residual_add",
@@ -27,6 +31,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../shaders/matmul.wgsl"),
+            Shader::MatmulSubgroup => include_str!("../shaders/matmul_subgroup.wgsl"),
             Shader::Attention => include_str!("../shaders/attention.wgsl"),
             Shader::Layernorm => include_str!("../shaders/layernorm.wgsl"),
             Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
@@ -44,7 +49,7 @@ mod tests {
     fn validated(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
         let module = naga::front::wgsl::parse_str(shader.source())
             .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
-        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        let info = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
         (module, info)

@@ -8,9 +8,53 @@ use crate::shaders::Shader;
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "matmul";
-/// Output rows and columns per workgroup (TM, TN in shaders/matmul.wgsl).
-const TILE_M: usize = 64;
-const TILE_N: usize = 64;
+
+/// Which shader computes a matmul. Both honour the same contract and pass the same tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulVariant {
+    /// shaders/matmul.wgsl: 64 x 64 tiles staged through workgroup memory, 4 x 4 per invocation.
+    Tiled,
+    /// shaders/matmul_subgroup.wgsl: no workgroup memory, x shared by subgroup shuffles;
+    /// needs subgroups exactly 8 wide. Much faster on lavapipe, where barriers are expensive.
+    Subgroup8,
+}
+
+impl MatmulVariant {
+    /// (shader, output rows per workgroup, output columns per workgroup)
+    fn shader_and_tile(self) -> (Shader, usize, usize) {
+        match self {
+            MatmulVariant::Tiled => (Shader::Matmul, 64, 64),
+            MatmulVariant::Subgroup8 => (Shader::MatmulSubgroup, 8, 16),
+        }
+    }
+
+    /// Variants this device can run.
+    pub fn available(gpu: &Gpu) -> Vec<MatmulVariant> {
+        let mut v = vec![MatmulVariant::Tiled];
+        if gpu.features().contains(wgpu::Features::SUBGROUP) && gpu.adapter().subgroup_sizes == (8, 8) {
+            v.push(MatmulVariant::Subgroup8);
+        }
+        v
+    }
+
+    /// The variant ops use on this device: `RESFORMER_MATMUL=tiled|subgroup8` when set and
+    /// available, else the subgroup kernel on software adapters that can run it, else tiled.
+    pub fn for_device(gpu: &Gpu) -> MatmulVariant {
+        let available = Self::available(gpu);
+        let wanted = match std::env::var("RESFORMER_MATMUL").as_deref() {
+            Ok("tiled") => Some(MatmulVariant::Tiled),
+            Ok("subgroup8") => Some(MatmulVariant::Subgroup8),
+            _ => None,
+        };
+        match wanted {
+            Some(v) if available.contains(&v) => v,
+            _ if gpu.adapter().is_software() && available.contains(&MatmulVariant::Subgroup8) => {
+                MatmulVariant::Subgroup8
+            }
+            _ => MatmulVariant::Tiled,
+        }
+    }
+}
 
 /// Activation fused into the matmul epilogue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +108,26 @@ pub fn prepare_matmul(
     act: Activation,
     out: &Tensor,
 ) -> Result<Dispatch> {
+    prepare_matmul_variant(gpu, MatmulVariant::for_device(gpu), x, w, bias, act, out)
+}
+
+/// [`prepare_matmul`] with an explicit shader variant (it must be in [`MatmulVariant::available`]).
+pub fn prepare_matmul_variant(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    if !MatmulVariant::available(gpu).contains(&variant) {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            what: format!("variant {variant:?} is not available on this device"),
+        });
+    }
+    let (shader, tile_m, tile_n) = variant.shader_and_tile();
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "out", out, &[2, 3], DType::F32)?;
@@ -81,8 +145,8 @@ pub fn prepare_matmul(
         check_operand(gpu, OP, "bias", b, &[1], DType::F32)?;
         super::expect_shape(OP, "bias", b, &[n])?;
     }
-    let gx = check_groups(gpu, OP, "N / 64 workgroups", x.shape(), n.div_ceil(TILE_N) as u64)?;
-    let gy = check_groups(gpu, OP, "M / 64 workgroups", x.shape(), m.div_ceil(TILE_M) as u64)?;
+    let gx = check_groups(gpu, OP, "N / tile workgroups", x.shape(), n.div_ceil(tile_n) as u64)?;
+    let gy = check_groups(gpu, OP, "M / tile workgroups", x.shape(), m.div_ceil(tile_m) as u64)?;
     let gz = check_groups(gpu, OP, "batch", x.shape(), batch as u64)?;
     let params = MatmulParams {
         m: m as u32,
@@ -95,13 +159,7 @@ pub fn prepare_matmul(
         _pad1: 0,
     };
     let bias_buf = bias.map(|b| b.buffer()).unwrap_or(&gpu.dummy);
-    dispatch(
-        gpu,
-        Shader::Matmul,
-        &[x.buffer(), w.buffer(), bias_buf, out.buffer()],
-        bytemuck::bytes_of(&params),
-        [gx, gy, gz],
-    )
+    dispatch(gpu, shader, &[x.buffer(), w.buffer(), bias_buf, out.buffer()], bytemuck::bytes_of(&params), [gx, gy, gz])
 }
 
 /// Records out = act(x · wᵀ + bias) into `enc`.
@@ -130,6 +188,7 @@ mod tests {
     #[allow(clippy::too_many_arguments)]
     fn run_case(
         gpu: &Gpu,
+        variant: MatmulVariant,
         rng: &mut Rng,
         batch: usize,
         m: usize,
@@ -151,55 +210,76 @@ mod tests {
         let out = Tensor::empty(gpu, &os, DType::F32).unwrap();
         out.poison(gpu).unwrap();
         let mut enc = gpu.encoder("test");
-        matmul(gpu, &mut enc, &tx, &tw, bias.then_some(&tb), act, &out).unwrap();
+        prepare_matmul_variant(gpu, variant, &tx, &tw, bias.then_some(&tb), act, &out).unwrap().record(&mut enc);
         gpu.submit_and_wait(enc).unwrap();
         let got = out.read(gpu).unwrap();
         let mut want = vec![0.0; os.iter().product()];
         reference::matmul::matmul(&mut want, &x, &w, bias.then_some(&b[..]), act, batch, m, n, k, w_batched);
         let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
-        assert_close(&format!("matmul b{batch} {m}x{n}x{k} wb={w_batched} bias={bias} {act:?}"), &got, &want, tol);
+        assert_close(
+            &format!("matmul {variant:?} b{batch} {m}x{n}x{k} wb={w_batched} bias={bias} {act:?}"),
+            &got,
+            &want,
+            tol,
+        );
     }
 
     #[test]
     fn matmul_matches_reference_ragged_shapes() {
         let Some(gpu) = shared_gpu() else { return };
-        let mut rng = Rng::new(1);
-        let dims = [1usize, 7, 63, 65, 257];
-        for &m in &dims {
-            for &n in &dims {
-                for &k in &[1usize, 7, 65, 257] {
-                    // keep the lavapipe bill small: skip the largest cubes
-                    if m * n * k > 257 * 257 * 65 {
-                        continue;
+        for v in MatmulVariant::available(gpu) {
+            let mut rng = Rng::new(1);
+            let dims = [1usize, 7, 63, 65, 257];
+            for &m in &dims {
+                for &n in &dims {
+                    for &k in &[1usize, 7, 65, 257] {
+                        // keep the lavapipe bill small: skip the largest cubes
+                        if m * n * k > 257 * 257 * 65 {
+                            continue;
+                        }
+                        run_case(gpu, v, &mut rng, 1, m, n, k, false, true, Activation::None);
                     }
-                    run_case(gpu, &mut rng, 1, m, n, k, false, true, Activation::None);
                 }
             }
+            run_case(gpu, v, &mut rng, 1, 257, 257, 257, false, true, Activation::None);
         }
-        run_case(gpu, &mut rng, 1, 257, 257, 257, false, true, Activation::None);
     }
 
     #[test]
     fn matmul_matches_reference_batched() {
         let Some(gpu) = shared_gpu() else { return };
-        let mut rng = Rng::new(2);
-        run_case(gpu, &mut rng, 3, 65, 7, 63, false, true, Activation::None);
-        run_case(gpu, &mut rng, 5, 17, 33, 9, true, false, Activation::None);
-        run_case(gpu, &mut rng, 2, 1, 1, 1, true, true, Activation::None);
+        for v in MatmulVariant::available(gpu) {
+            let mut rng = Rng::new(2);
+            run_case(gpu, v, &mut rng, 3, 65, 7, 63, false, true, Activation::None);
+            run_case(gpu, v, &mut rng, 5, 17, 33, 9, true, false, Activation::None);
+            run_case(gpu, v, &mut rng, 2, 1, 1, 1, true, true, Activation::None);
+        }
     }
 
     #[test]
     fn matmul_matches_reference_activations() {
         let Some(gpu) = shared_gpu() else { return };
-        let mut rng = Rng::new(3);
-        for act in [Activation::Relu, Activation::Gelu] {
-            run_case(gpu, &mut rng, 1, 70, 67, 33, false, true, act);
-            run_case(gpu, &mut rng, 2, 9, 130, 5, false, false, act);
+        for v in MatmulVariant::available(gpu) {
+            let mut rng = Rng::new(3);
+            for act in [Activation::Relu, Activation::Gelu] {
+                run_case(gpu, v, &mut rng, 1, 70, 67, 33, false, true, act);
+                run_case(gpu, v, &mut rng, 2, 9, 130, 5, false, false, act);
+            }
         }
     }
 
     #[test]
     fn matmul_params_match_wgsl_layout() {
         crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul);
+        crate::testing::assert_params_layout::<MatmulParams>(Shader::MatmulSubgroup);
+    }
+
+    #[test]
+    fn matmul_runs_every_variant_on_a_software_adapter_with_subgroups() {
+        // guards against the variant list silently shrinking to the tiled kernel on lavapipe
+        let Some(gpu) = shared_gpu() else { return };
+        if gpu.adapter().is_software() && gpu.features().contains(wgpu::Features::SUBGROUP) {
+            assert_eq!(MatmulVariant::available(gpu), vec![MatmulVariant::Tiled, MatmulVariant::Subgroup8]);
+        }
     }
 }
