@@ -40,3 +40,8 @@ pub mod walkthrough;
 pub use device::{list_adapters, AdapterSummary, Gpu, GpuOptions};
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
+
+/// The README's Rust examples compile as doc tests, so the README shows the real API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
