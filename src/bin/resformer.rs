@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use resformer::kernels::matmul::Activation;
 use resformer::model::io::{write_f32, TensorFile};
+use resformer::model::minilm::SentenceEmbedder;
 use resformer::model::{cpu, Backend, BlockConfig, InputShape, Stack, StackWeights};
 use resformer::testing::{compare, Rng, Tol};
 use resformer::walkthrough::Walkthrough;
@@ -24,7 +25,13 @@ commands:
                  --layers 6 --embed 256 --heads 8 --ff 1024 --seq 128 --batch 4 [--seed 0]
   attention  the attention walk-through: one head's weights over a sentence
              resformer attention \"I love deep learning\" [--focus love] [--out attn.svg] [--dim 16] [--seed 0]
-                 [--backend auto|gpu|cpu]
+                 [--backend auto|gpu|cpu] [--model DIR [--head H]]  (a real MiniLM head instead of random weights)
+  embed      sentence embeddings with all-MiniLM-L6-v2 (fetch it with scripts/fetch-minilm.sh)
+             resformer embed --model models/all-MiniLM-L6-v2 [--json] [--backend auto|gpu|cpu] SENTENCE...
+             resformer embed --model DIR --speed [--batch 32] [--backend B]: sentences/s on ~128-token
+                 sentences, GPU path then CPU path unless --backend picks one
+             resformer embed --model DIR --speed [--batch 32] [--backend B]: sentences/s on ~128-token
+                 sentences, GPU path then CPU path unless --backend picks one
   devices    list every adapter wgpu sees and mark the one resformer would use
 
 environment: WGPU_BACKEND (vulkan, gl, metal, dx12) limits the backends searched;
@@ -246,19 +253,35 @@ fn run(args: &[String]) -> CliResult {
 }
 
 fn attention_walkthrough(args: &[String]) -> CliResult {
-    let o = Opts::parse(args, &["focus", "out", "dim", "seed", "backend"], &[])?;
+    let o = Opts::parse(args, &["focus", "out", "dim", "seed", "backend", "model", "head"], &[])?;
     let sentence = o.positional.join(" ");
     if sentence.trim().is_empty() {
         return Err(
             Usage("give a sentence, e.g. resformer attention \"I love deep learning\" --focus love".into()).into()
         );
     }
-    let w = Walkthrough::random(&sentence, o.num("dim", 16)?, o.num("seed", 0u64)?)?;
+    let w = match o.get("model") {
+        Some(dir) => {
+            let head = o.num("head", 0)?;
+            let w = resformer::model::minilm::walkthrough(Path::new(dir), &sentence, head)?;
+            println!(
+                "tokens: {:?} (MiniLM embeddings after its embedding LayerNorm; layer 0, head {head}, d = {})",
+                w.tokens, w.dim
+            );
+            w
+        }
+        None => {
+            let w = Walkthrough::random(&sentence, o.num("dim", 16)?, o.num("seed", 0u64)?)?;
+            println!("tokens: {:?} (seeded random embeddings, d = {})", w.tokens, w.dim);
+            w
+        }
+    };
     let focus = match o.get("focus") {
-        Some(word) => w.find(word).ok_or_else(|| Usage(format!("--focus {word:?} is not a word of {:?}", w.tokens)))?,
+        Some(word) => {
+            w.find(word).ok_or_else(|| Usage(format!("--focus {word:?} is not a token of {:?}", w.tokens)))?
+        }
         None => 0,
     };
-    println!("tokens: {:?} (seeded random embeddings, d = {})", w.tokens, w.dim);
     let backend: Backend = o.get("backend").unwrap_or("auto").parse()?;
     let reference = w.weights_cpu();
     let gpu = match backend {
@@ -290,6 +313,132 @@ fn attention_walkthrough(args: &[String]) -> CliResult {
     Ok(())
 }
 
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out += "\\\"",
+            '\\' => out += "\\\\",
+            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
+            c => out.push(c),
+        }
+    }
+    out + "\""
+}
+
+/// sentences/s of `model` on a batch of `batch` sentences of about 128 tokens.
+fn embed_speed(dir: &Path, backend: Backend, batch: usize) -> CliResult {
+    let model = SentenceEmbedder::from_dir(dir, backend)?;
+    const TEXT: &str = "Attention lets every token look at every other token of the sentence, weigh how much each \
+        one matters, and mix their values into a new representation; stacking such layers with residual \
+        connections, layer normalisation and feed-forward networks gives the encoder that turns a sentence \
+        into a single vector whose direction captures its meaning, so that similar sentences point the same way";
+    let words: Vec<&str> = TEXT.split_whitespace().collect();
+    // sentence i: the text rotated by i words, as many words as fit in 128 tokens with [CLS] and [SEP]
+    let mut sentences = Vec::with_capacity(batch);
+    for i in 0..batch {
+        let mut s = String::new();
+        for w in words.iter().cycle().skip(i % words.len()) {
+            let longer = if s.is_empty() { w.to_string() } else { format!("{s} {w}") };
+            if model.tokenize(&longer)?.len() > 128 {
+                break;
+            }
+            s = longer;
+        }
+        sentences.push(s);
+    }
+    let mut lens = Vec::with_capacity(batch);
+    for s in &sentences {
+        lens.push(model.tokenize(s)?.len());
+    }
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    eprintln!("{}: warm-up, then one batch of {batch}", model.describe());
+    model.embed(&refs[..1])?; // compiles the pipelines on a GPU
+    let t = Instant::now();
+    let e = model.embed(&refs)?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}: batch {batch} ({} embeddings) of {}-{} tokens in {:.2} s: {:.2} sentences/s",
+        model.describe(),
+        e.len(),
+        lens.iter().min().unwrap_or(&0),
+        lens.iter().max().unwrap_or(&0),
+        secs,
+        batch as f64 / secs
+    );
+    Ok(())
+}
+
+fn embed(args: &[String]) -> CliResult {
+    let o = Opts::parse(args, &["model", "backend", "batch"], &["json", "speed"])?;
+    let dir = o
+        .get("model")
+        .ok_or_else(|| Usage("--model DIR is required (bash scripts/fetch-minilm.sh fetches it)".into()))?;
+    if o.has("speed") {
+        let batch = o.num("batch", 32)?;
+        return match o.get("backend") {
+            Some(b) => embed_speed(Path::new(dir), b.parse()?, batch),
+            None => {
+                embed_speed(Path::new(dir), Backend::Gpu, batch)?;
+                embed_speed(Path::new(dir), Backend::Cpu, batch)
+            }
+        };
+    }
+    if o.positional.is_empty() {
+        return Err(Usage("give at least one sentence".into()).into());
+    }
+    let backend: Backend = o.get("backend").unwrap_or("auto").parse()?;
+    let t = Instant::now();
+    let model = SentenceEmbedder::from_dir(Path::new(dir), backend)?;
+    let load = t.elapsed();
+    let sentences: Vec<&str> = o.positional.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    let emb = model.embed(&sentences)?;
+    let took = t.elapsed();
+    if o.has("json") {
+        let rows: Vec<String> = emb
+            .iter()
+            .map(|e| {
+                let v: Vec<String> =
+                    e.iter().map(|x| if x.is_finite() { format!("{x}") } else { "null".into() }).collect();
+                format!("[{}]", v.join(","))
+            })
+            .collect();
+        println!(
+            "{{\"model\":{},\"adapter\":{},\"dim\":{},\"embeddings\":[{}]}}",
+            json_str(model.name()),
+            json_str(&model.describe()),
+            model.dim(),
+            rows.join(",")
+        );
+        return Ok(());
+    }
+    println!("model: {} ({}-dim, loaded in {:.0} ms)", model.name(), model.dim(), load.as_secs_f64() * 1e3);
+    println!("backend: {}", model.describe());
+    println!("embedded {} sentences in {:.1} ms", sentences.len(), took.as_secs_f64() * 1e3);
+    for (i, (s, e)) in sentences.iter().zip(&emb).enumerate() {
+        let head: Vec<String> = e.iter().take(4).map(|v| format!("{v:+.4}")).collect();
+        println!("[{i}] {} tokens  [{}, ...]  {s}", model.tokenize(s)?.len(), head.join(", "));
+    }
+    if emb.len() >= 2 {
+        println!("cosine similarity:");
+        print!("     ");
+        for j in 0..emb.len() {
+            print!("{:>8}", format!("[{j}]"));
+        }
+        println!();
+        for (i, a) in emb.iter().enumerate() {
+            print!("{:>5}", format!("[{i}]"));
+            for b in &emb {
+                print!("{:>8.4}", a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>());
+            }
+            println!();
+        }
+    }
+    Ok(())
+}
+
 fn devices() -> CliResult {
     let (adapters, chosen) = resformer::list_adapters();
     if adapters.is_empty() {
@@ -313,6 +462,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(rest),
         Some("attention") => attention_walkthrough(rest),
+        Some("embed") => embed(rest),
         Some("devices") => devices(),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");

@@ -19,7 +19,12 @@ pub fn forward(
 ) -> Vec<f32> {
     let t = seq * batch;
     let mut bufs: Vec<Vec<f32>> = Act::ALL.iter().map(|a| vec![0.0; t * a.cols(cfg)]).collect();
-    bufs[Act::X as usize].copy_from_slice(x);
+    match &weights.input_norm {
+        Some((g, b)) => {
+            reference::layernorm::layernorm(&mut bufs[Act::X as usize], x, None, g, b, t, cfg.embed, cfg.eps)
+        }
+        None => bufs[Act::X as usize].copy_from_slice(x),
+    }
     let att = AttentionConfig {
         batch,
         seq,

@@ -39,6 +39,8 @@ pub struct GpuStack {
     cfg: BlockConfig,
     /// Per block, its 12 parameters in [`super::weights::block_tensor_names`] order.
     layers: Vec<Vec<Tensor>>,
+    /// (γ, β) of the LayerNorm applied to the input before block 0, if any.
+    input_norm: Option<(Tensor, Tensor)>,
     plans: Mutex<Vec<(PlanKey, Arc<Mutex<Plan>>)>>,
 }
 
@@ -55,7 +57,11 @@ impl GpuStack {
                 names.iter().zip(b.tensors()).map(|((_, shape), data)| Tensor::from_f32(&gpu, shape, data)).collect()
             })
             .collect::<Result<Vec<Vec<Tensor>>>>()?;
-        Ok(GpuStack { gpu, cfg, layers, plans: Mutex::new(Vec::new()) })
+        let input_norm = match &weights.input_norm {
+            Some((g, b)) => Some((Tensor::from_f32(&gpu, &[cfg.embed], g)?, Tensor::from_f32(&gpu, &[cfg.embed], b)?)),
+            None => None,
+        };
+        Ok(GpuStack { gpu, cfg, layers, input_norm, plans: Mutex::new(Vec::new()) })
     }
 
     /// The device this stack runs on.
@@ -78,7 +84,12 @@ impl GpuStack {
             causal: cfg.causal,
         };
         let steps = block_steps(cfg);
-        let mut dispatches = Vec::with_capacity(steps.len() * self.layers.len());
+        let mut dispatches = Vec::with_capacity(steps.len() * self.layers.len() + 1);
+        // with an input norm the input is written to Xb and normalised into X
+        if let Some((g, b)) = &self.input_norm {
+            let (xb, x) = (&acts[Act::Xb as usize], &acts[Act::X as usize]);
+            dispatches.push(prepare_layernorm(gpu, xb, None, g, b, cfg.eps, x)?);
+        }
         for p in &self.layers {
             for step in &steps {
                 let a = |x: Act| &acts[x as usize];
@@ -137,7 +148,8 @@ impl GpuStack {
         let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*self.gpu;
         let xt = &plan.acts[Act::X as usize];
-        xt.write(gpu, x)?;
+        let input = if self.input_norm.is_some() { &plan.acts[Act::Xb as usize] } else { xt };
+        input.write(gpu, x)?;
         if let (Some(m), Some(data)) = (&plan.mask, key_pad) {
             gpu.queue.write_buffer(m.buffer(), 0, bytemuck::cast_slice(data));
         }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod cpu;
 pub mod gpu;
 pub mod io;
+pub mod minilm;
 pub mod weights;
 
 use std::sync::Arc;
@@ -103,6 +104,14 @@ pub(crate) fn check_weights(weights: &StackWeights, cfg: &BlockConfig) -> Result
                 cfg.embed, cfg.ff, weights.embed, weights.ff
             ),
         });
+    }
+    if let Some((g, b)) = &weights.input_norm {
+        if g.len() != cfg.embed || b.len() != cfg.embed {
+            return Err(Error::InvalidArgument {
+                op: "stack",
+                what: format!("input norm has {} and {} values, expected embed {}", g.len(), b.len(), cfg.embed),
+            });
+        }
     }
     let names = weights::block_tensor_names(cfg.embed, cfg.ff);
     for (i, b) in weights.blocks.iter().enumerate() {

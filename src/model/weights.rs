@@ -37,6 +37,8 @@ pub struct StackWeights {
     pub embed: usize,
     pub ff: usize,
     pub blocks: Vec<BlockWeights>,
+    /// LayerNorm (γ, β) applied to the input before block 0 (BERT's embedding LayerNorm).
+    pub input_norm: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// The state_dict suffixes of one block and their shapes for (E, F).
@@ -76,7 +78,8 @@ impl BlockWeights {
         ]
     }
 
-    fn from_tensors(mut t: Vec<Vec<f32>>) -> BlockWeights {
+    /// Builds a block from its 12 tensors in [`block_tensor_names`] order.
+    pub fn from_tensors(mut t: Vec<Vec<f32>>) -> BlockWeights {
         let mut next = || t.remove(0);
         BlockWeights {
             in_proj_weight: next(),
@@ -125,7 +128,7 @@ impl StackWeights {
                 BlockWeights::from_tensors(t)
             })
             .collect();
-        StackWeights { embed, ff, blocks }
+        StackWeights { embed, ff, blocks, input_norm: None }
     }
 
     /// Loads blocks `{prefix}0.`, `{prefix}1.`, ... from a safetensors file.
@@ -177,7 +180,7 @@ impl StackWeights {
                 .collect::<Result<Vec<_>>>()?;
             blocks.push(BlockWeights::from_tensors(t));
         }
-        Ok(StackWeights { embed: e, ff: f, blocks })
+        Ok(StackWeights { embed: e, ff: f, blocks, input_norm: None })
     }
 
     /// Writes the weights with PyTorch's state_dict names under `prefix`.

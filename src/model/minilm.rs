@@ -1,0 +1,290 @@
+//! A real pretrained model on the engine: sentence-transformers'
+//! all-MiniLM-L6-v2 (Apache-2.0), a 6-layer post-LN BERT encoder (hidden 384,
+//! 12 heads, ff 1536, GELU with erf, LayerNorm eps 1e-12), mean-pooled and
+//! L2-normalised into 384-dim sentence embeddings.
+//!
+//! It reuses the block and stack: BERT's separate q, k, v projections are
+//! concatenated into the packed in-projection, its layers are post-norm blocks
+//! with GELU, the embedding LayerNorm is the stack's input norm, and padded
+//! sentences in a batch are hidden by the key-padding mask.
+//!
+//! ```no_run
+//! use resformer::model::{minilm::SentenceEmbedder, Backend};
+//! let model = SentenceEmbedder::from_dir("models/all-MiniLM-L6-v2".as_ref(), Backend::Auto)?;
+//! let e = model.embed(&["A man is eating food.", "A man is eating a piece of bread."])?;
+//! let cos: f32 = e[0].iter().zip(&e[1]).map(|(a, b)| a * b).sum(); // unit vectors
+//! println!("similarity {cos:.4} on {}", model.describe());
+//! # Ok::<(), resformer::Error>(())
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::io::TensorFile;
+use super::{Backend, BlockConfig, BlockWeights, GpuStack, Stack, StackWeights};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::kernels::matmul::Activation;
+
+/// Hidden size, heads, feed-forward size and layers of all-MiniLM-L6-v2.
+pub const HIDDEN: usize = 384;
+pub const HEADS: usize = 12;
+pub const FF: usize = 1536;
+pub const LAYERS: usize = 6;
+/// sentence-transformers' max_seq_length for this model (special tokens included).
+pub const MAX_TOKENS: usize = 256;
+const POSITIONS: usize = 512;
+const EPS: f32 = 1e-12;
+
+/// The block configuration of a BERT layer of this model.
+pub fn block_config() -> BlockConfig {
+    BlockConfig {
+        embed: HIDDEN,
+        heads: HEADS,
+        ff: FF,
+        pre_norm: false,
+        activation: Activation::Gelu,
+        eps: EPS,
+        causal: false,
+        batch_first: true,
+    }
+}
+
+/// Token, position and token-type embedding tables.
+pub struct Embeddings {
+    /// (vocab, 384)
+    pub word: Vec<f32>,
+    /// (512, 384)
+    pub position: Vec<f32>,
+    /// token type 0, (384): sentence-transformers encodes single sentences
+    pub token_type: Vec<f32>,
+    pub vocab: usize,
+}
+
+impl Embeddings {
+    /// word[id] + position[p] + token_type[0] of one token, appended to `out`.
+    fn push(&self, out: &mut Vec<f32>, id: u32, pos: usize) {
+        let w = &self.word[id as usize * HIDDEN..(id as usize + 1) * HIDDEN];
+        let p = &self.position[pos * HIDDEN..(pos + 1) * HIDDEN];
+        out.extend(w.iter().zip(p).zip(&self.token_type).map(|((a, b), c)| a + b + c));
+    }
+}
+
+/// Reads the BERT weights of `file` into the stack's form and the embedding tables.
+pub fn load_weights(file: &TensorFile) -> Result<(StackWeights, Embeddings)> {
+    let e = HIDDEN;
+    let get = |name: &str, shape: &[usize]| file.get_shaped(name, shape).map(|t| t.data);
+    let word = file.get("embeddings.word_embeddings.weight")?;
+    let vocab = match word.shape[..] {
+        [v, h] if h == e && v > 0 => v,
+        _ => {
+            return Err(Error::File {
+                path: file.path().into(),
+                reason: format!(
+                    "tensor `embeddings.word_embeddings.weight` expected shape [vocab, {e}], found {:?}",
+                    word.shape
+                ),
+            })
+        }
+    };
+    let emb = Embeddings {
+        word: word.data,
+        position: get("embeddings.position_embeddings.weight", &[POSITIONS, e])?,
+        token_type: get("embeddings.token_type_embeddings.weight", &[2, e])?[..e].to_vec(),
+        vocab,
+    };
+    let input_norm = Some((get("embeddings.LayerNorm.weight", &[e])?, get("embeddings.LayerNorm.bias", &[e])?));
+    let blocks = (0..LAYERS)
+        .map(|i| {
+            let l = |s: &str| format!("encoder.layer.{i}.{s}");
+            // q, k, v stacked: PyTorch's packed in_proj layout
+            let qkv = |suffix: &str, shape: &[usize]| -> Result<Vec<f32>> {
+                let mut v = Vec::new();
+                for part in ["query", "key", "value"] {
+                    v.extend(get(&l(&format!("attention.self.{part}.{suffix}")), shape)?);
+                }
+                Ok(v)
+            };
+            Ok(BlockWeights::from_tensors(vec![
+                qkv("weight", &[e, e])?,
+                qkv("bias", &[e])?,
+                get(&l("attention.output.dense.weight"), &[e, e])?,
+                get(&l("attention.output.dense.bias"), &[e])?,
+                get(&l("intermediate.dense.weight"), &[FF, e])?,
+                get(&l("intermediate.dense.bias"), &[FF])?,
+                get(&l("output.dense.weight"), &[e, FF])?,
+                get(&l("output.dense.bias"), &[e])?,
+                get(&l("attention.output.LayerNorm.weight"), &[e])?,
+                get(&l("attention.output.LayerNorm.bias"), &[e])?,
+                get(&l("output.LayerNorm.weight"), &[e])?,
+                get(&l("output.LayerNorm.bias"), &[e])?,
+            ]))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((StackWeights { embed: e, ff: FF, blocks, input_norm }, emb))
+}
+
+/// Loads the model's tokenizer.json as sentence-transformers uses it: no fixed
+/// padding, truncation at 256 tokens.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let err = |reason: String| Error::File { path: path.display().to_string(), reason };
+    let mut tok = Tokenizer::from_file(path).map_err(|e| err(format!("cannot load tokenizer: {e}")))?;
+    tok.with_padding(None);
+    tok.with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+        .map_err(|e| err(format!("truncation: {e}")))?;
+    Ok(tok)
+}
+
+/// Sentence embeddings from all-MiniLM-L6-v2 on the engine.
+pub struct SentenceEmbedder {
+    tokenizer: Tokenizer,
+    embeddings: Embeddings,
+    stack: Stack,
+    name: String,
+}
+
+impl SentenceEmbedder {
+    /// Loads `dir/model.safetensors` and `dir/tokenizer.json` (see scripts/fetch-minilm.sh)
+    /// and runs it on `backend`.
+    pub fn from_dir(dir: &Path, backend: Backend) -> Result<SentenceEmbedder> {
+        Self::load(dir, |w| Stack::new(w, block_config(), backend))
+    }
+
+    /// Like [`SentenceEmbedder::from_dir`], on a device the caller already has.
+    pub fn from_dir_on(dir: &Path, gpu: Arc<Gpu>) -> Result<SentenceEmbedder> {
+        Self::load(dir, |w| Ok(Stack::Gpu(GpuStack::new(gpu, &w, block_config())?)))
+    }
+
+    fn load(dir: &Path, stack: impl FnOnce(StackWeights) -> Result<Stack>) -> Result<SentenceEmbedder> {
+        let file = TensorFile::open(&dir.join("model.safetensors"))?;
+        let (weights, embeddings) = load_weights(&file)?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+        let stack = stack(weights)?;
+        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(SentenceEmbedder { tokenizer, embeddings, stack, name })
+    }
+
+    /// The model's name (its directory).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which path runs (adapter or CPU), for reports.
+    pub fn describe(&self) -> String {
+        self.stack.describe()
+    }
+
+    /// Embedding dimension (384).
+    pub fn dim(&self) -> usize {
+        HIDDEN
+    }
+
+    /// Token ids of `sentence`: [CLS] ... [SEP], at most 256.
+    pub fn tokenize(&self, sentence: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(sentence, true)
+            .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
+        let ids = enc.get_ids().to_vec();
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.embeddings.vocab) {
+            return Err(Error::InvalidArgument {
+                op: "tokenize",
+                what: format!("token id {bad} is outside the vocabulary"),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// The embedding LayerNorm's input for token ids (one sentence): (len, 384).
+    pub fn token_embeddings(&self, ids: &[u32]) -> Vec<f32> {
+        let mut x = Vec::with_capacity(ids.len() * HIDDEN);
+        for (p, &id) in ids.iter().enumerate() {
+            self.embeddings.push(&mut x, id, p);
+        }
+        x
+    }
+
+    /// Encoder output (len, 384) per sentence, all sentences in one padded, masked batch.
+    fn encode(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let (batch, seq) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
+        if batch == 0 {
+            return Ok(Vec::new());
+        }
+        // batch-first (batch, seq, 384); padded rows are [PAD] embeddings, hidden as keys
+        let mut x = Vec::with_capacity(batch * seq * HIDDEN);
+        let mut pad = Vec::with_capacity(batch * seq);
+        for s in ids {
+            let mut padded = s.clone();
+            padded.resize(seq, 0);
+            x.extend(self.token_embeddings(&padded));
+            pad.extend((0..seq).map(|p| (p >= s.len()) as u32));
+        }
+        let y = self.stack.forward(&x, seq, batch, Some(&pad))?;
+        Ok(ids.iter().enumerate().map(|(b, s)| y[b * seq * HIDDEN..(b * seq + s.len()) * HIDDEN].to_vec()).collect())
+    }
+
+    /// L2-normalised mean-pooled embeddings, one per sentence, computed as one batch.
+    pub fn embed(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
+        Ok(self.encode(&ids)?.iter().map(|h| mean_pool_normalise(h)).collect())
+    }
+}
+
+/// Mean over the real tokens' rows of `h` (len, 384), then divided by its L2 norm
+/// (sentence-transformers' Pooling + Normalize; norms below 1e-12 are clamped as torch does).
+pub fn mean_pool_normalise(h: &[f32]) -> Vec<f32> {
+    let n = h.len() / HIDDEN;
+    let mut m = vec![0.0f64; HIDDEN];
+    for row in h.chunks_exact(HIDDEN) {
+        for (a, &v) in m.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+    }
+    let mean: Vec<f64> = m.iter().map(|v| v / n.max(1) as f64).collect();
+    let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+    mean.iter().map(|v| (v / norm) as f32).collect()
+}
+
+/// The attention walk-through on real weights: MiniLM's tokens for `sentence`
+/// (with [CLS] and [SEP]), their embeddings as layer 0 sees them (after the
+/// embedding LayerNorm), and the q, k, v weights of layer 0's `head`.
+pub fn walkthrough(dir: &Path, sentence: &str, head: usize) -> Result<crate::walkthrough::Walkthrough> {
+    if head >= HEADS {
+        return Err(Error::InvalidArgument {
+            op: "attention walk-through",
+            what: format!("head {head}: MiniLM has {HEADS}"),
+        });
+    }
+    let file = TensorFile::open(&dir.join("model.safetensors"))?;
+    let (weights, emb) = load_weights(&file)?;
+    let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+    let enc = tokenizer
+        .encode(sentence, true)
+        .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
+    let mut raw = Vec::new();
+    for (p, &id) in enc.get_ids().iter().enumerate() {
+        if id as usize >= emb.vocab {
+            return Err(Error::InvalidArgument {
+                op: "tokenize",
+                what: format!("token id {id} is outside the vocabulary"),
+            });
+        }
+        emb.push(&mut raw, id, p);
+    }
+    let t = enc.get_ids().len();
+    let (g, b) = weights.input_norm.as_ref().expect("MiniLM has an embedding LayerNorm");
+    let mut x = vec![0.0; raw.len()];
+    crate::reference::layernorm::layernorm(&mut x, &raw, None, g, b, t, HIDDEN, EPS);
+    // rows h*D..(h+1)*D of each of q, k, v in the packed in-projection
+    let (d, block) = (HIDDEN / HEADS, &weights.blocks[0]);
+    let mut w = Vec::with_capacity(3 * d * HIDDEN);
+    let mut bias = Vec::with_capacity(3 * d);
+    for part in 0..3 {
+        let r0 = part * HIDDEN + head * d;
+        w.extend_from_slice(&block.in_proj_weight[r0 * HIDDEN..(r0 + d) * HIDDEN]);
+        bias.extend_from_slice(&block.in_proj_bias[r0..r0 + d]);
+    }
+    crate::walkthrough::Walkthrough::new(enc.get_tokens().to_vec(), x, d, w, bias)
+}
