@@ -125,6 +125,11 @@ impl Tensor {
 
 /// Maps a MAP_READ buffer, copies its f32 contents out and unmaps it.
 pub(crate) fn read_mapped(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
+    Ok(bytemuck::pod_collect_to_vec(&read_mapped_bytes(gpu, staging)?))
+}
+
+/// Maps a MAP_READ buffer, copies its bytes out and unmaps it.
+pub(crate) fn read_mapped_bytes(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
     staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
@@ -135,7 +140,7 @@ pub(crate) fn read_mapped(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>>
         .map_err(|e| Error::Gpu(format!("buffer mapping failed: {e}")))?;
     let out = {
         let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("mapped range: {e}")))?;
-        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        view.to_vec()
     };
     staging.unmap();
     gpu.check()?;

@@ -32,6 +32,9 @@ commands:
                  sentences, GPU path then CPU path unless --backend picks one
              resformer embed --model DIR --speed [--batch 32] [--backend B]: sentences/s on ~128-token
                  sentences, GPU path then CPU path unless --backend picks one
+  bench      time every kernel, the block and the stack on the GPU against the CPU reference
+             resformer bench [--kernel matmul|attention|layernorm|residual_add|block|stack|all]
+                 [--sizes small|medium|large] [--json FILE] [--compare FILE] [--runs 10] [--cpu-budget 2e10]
   devices    list every adapter wgpu sees and mark the one resformer would use
 
 environment: WGPU_BACKEND (vulkan, gl, metal, dx12) limits the backends searched;
@@ -439,6 +442,56 @@ fn embed(args: &[String]) -> CliResult {
     Ok(())
 }
 
+fn bench(args: &[String]) -> CliResult {
+    use resformer::bench;
+    let o = Opts::parse(args, &["kernel", "sizes", "json", "compare", "runs", "cpu-budget"], &[])?;
+    let kernel = o.get("kernel").unwrap_or("all");
+    if kernel != "all" && !bench::KERNELS.contains(&kernel) {
+        return Err(Usage(format!("--kernel {kernel:?}: expected one of {:?} or all", bench::KERNELS)).into());
+    }
+    let sizes: bench::Sizes = o.get("sizes").unwrap_or("small").parse()?;
+    let runs: usize = o.num("runs", 10)?;
+    // the plain CPU reference is skipped above this many FLOP (or bytes): it would take minutes
+    let budget: f64 = o.num("cpu-budget", 2e10)?;
+    let other = match o.get("compare") {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.into(), source })?;
+            let rows: Vec<bench::Row> = serde_json::from_str(&text)
+                .map_err(|e| Error::File { path: p.into(), reason: format!("not a bench JSON array: {e}") })?;
+            Some(rows)
+        }
+        None => None,
+    };
+    let gpu = std::sync::Arc::new(resformer::Gpu::new()?);
+    println!("adapter: {}", gpu.adapter().label());
+    let peak = bench::peak(&gpu)?;
+    println!("peak: {:.1} GFLOP/s f32, {:.1} GB/s ({})", peak.gflops, peak.gbps, peak.source);
+    let cases = bench::cases(kernel, sizes);
+    let mut rows = Vec::new();
+    let start = Instant::now();
+    for (i, case) in cases.iter().enumerate() {
+        let done = "#".repeat(20 * i / cases.len());
+        eprint!("\r[{done:<20}] {}/{} {} {}          ", i + 1, cases.len(), case.kernel(), case.shape());
+        rows.push(bench::run_case(&gpu, case, runs, budget, &peak)?);
+    }
+    eprintln!("\r[{}] {} cases in {:.1} s{:40}", "#".repeat(20), cases.len(), start.elapsed().as_secs_f64(), "");
+    if let Some(other) = &other {
+        bench::compare(&mut rows, other);
+    }
+    print!("{}", bench::table(&rows));
+    println!(
+        "gpu ms: median of {runs} runs after a warm-up ({} clock); x ref / x fast: CPU time over GPU time; \
+         cpu_ref '-': over the {budget:.0e} FLOP budget (--cpu-budget)",
+        rows.first().map_or("", |r| r.gpu_clock.as_str())
+    );
+    if let Some(path) = o.get("json") {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::Gpu(e.to_string()))?;
+        std::fs::write(path, text + "\n").map_err(|source| Error::Io { path: path.into(), source })?;
+        println!("wrote {} rows to {path}", rows.len());
+    }
+    Ok(())
+}
+
 fn devices() -> CliResult {
     let (adapters, chosen) = resformer::list_adapters();
     if adapters.is_empty() {
@@ -463,6 +516,7 @@ fn main() -> ExitCode {
         Some("run") => run(rest),
         Some("attention") => attention_walkthrough(rest),
         Some("embed") => embed(rest),
+        Some("bench") => bench(rest),
         Some("devices") => devices(),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");

@@ -56,8 +56,16 @@ impl Dispatch {
 /// Records `dispatches` in order, in one compute pass (wgpu orders their
 /// storage accesses, so each sees the writes of the ones before it).
 pub fn record_all(enc: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
-    let mut pass =
-        enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("resformer"), timestamp_writes: None });
+    record_all_timed(enc, dispatches, None);
+}
+
+/// [`record_all`], with GPU timestamps written at the pass's start and end.
+pub fn record_all_timed(
+    enc: &mut wgpu::CommandEncoder,
+    dispatches: &[Dispatch],
+    timestamp_writes: Option<wgpu::ComputePassTimestampWrites<'_>>,
+) {
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("resformer"), timestamp_writes });
     for d in dispatches {
         d.encode(&mut pass);
     }

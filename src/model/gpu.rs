@@ -136,6 +136,14 @@ impl GpuStack {
         Ok(plan)
     }
 
+    /// Calls `f` with the dispatch list of the plan for (seq, batch, masked): what
+    /// one forward records, for timing it without the upload and readback.
+    pub fn with_plan<R>(&self, seq: usize, batch: usize, masked: bool, f: impl FnOnce(&[Dispatch]) -> R) -> Result<R> {
+        let plan = self.plan(PlanKey { seq, batch, masked })?;
+        let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&plan.dispatches))
+    }
+
     /// Number of shape plans currently cached (at most 8).
     pub fn cached_plans(&self) -> usize {
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).len()

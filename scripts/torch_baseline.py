@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""PyTorch timings of the cases of `resformer bench`, in its JSON row format,
+for `resformer bench --compare FILE`.
+
+    python3 scripts/torch_baseline.py --sizes large --json torch.json
+    resformer bench --sizes large --compare torch.json
+
+CUDA when present, else CPU; f32 with TF32 off. The case table mirrors
+`cases()` in src/bench.rs; rows are matched by (kernel, shape).
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CASES = {
+    "small": [
+        ("matmul", (128, 128, 128)), ("matmul", (256, 384, 256)),
+        ("attention", (1, 4, 64, 32)), ("layernorm", (256, 256)), ("residual_add", (1 << 16,)),
+        ("stack", (1, 128, 4, 512, 32, 2)), ("stack", (2, 128, 4, 512, 32, 2)),
+    ],
+    "medium": [
+        ("matmul", (512, 512, 512)), ("matmul", (512, 1024, 256)),
+        ("attention", (2, 8, 128, 64)), ("layernorm", (2048, 1024)), ("residual_add", (1 << 20,)),
+        ("stack", (1, 256, 8, 1024, 128, 4)), ("stack", (6, 256, 8, 1024, 128, 4)),
+    ],
+    "large": [
+        ("matmul", (1024, 1024, 1024)), ("matmul", (4096, 4096, 4096)),
+        ("attention", (4, 16, 2048, 64)), ("layernorm", (16384, 1024)), ("residual_add", (16384 * 1024,)),
+        ("stack", (1, 768, 12, 3072, 512, 8)), ("stack", (12, 768, 12, 3072, 512, 8)),
+    ],
+}
+
+
+class TransformerBlock(nn.Module):
+    """The spec's block (scripts/make_fixtures.py), post-norm, ReLU."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=0.1)
+        self.ffn = nn.Sequential(nn.Linear(embed_dim, ff_dim), nn.ReLU(), nn.Linear(ff_dim, embed_dim))
+        self.norm1 = nn.LayerNorm(embed_dim)
+        self.norm2 = nn.LayerNorm(embed_dim)
+
+    def forward(self, x):
+        x = self.norm1(x + self.attn(x, x, x, need_weights=False)[0])
+        return self.norm2(x + self.ffn(x))
+
+
+def timed(fn, dev, runs):
+    """Median ms of `runs` calls after a warm-up; CUDA events on a GPU."""
+    fn()
+    times = []
+    for _ in range(runs):
+        if dev.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def shape_of(kernel, p):
+    if kernel == "matmul":
+        return "{}x{}x{}".format(*p)
+    if kernel == "attention":
+        return "b{}h{}s{}d{}".format(*p)
+    if kernel == "layernorm":
+        return "{}x{}".format(*p)
+    if kernel == "residual_add":
+        return str(p[0])
+    return "L{}e{}h{}f{}s{}b{}".format(*p)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="small", choices=CASES)
+    ap.add_argument("--json", default="torch.json")
+    ap.add_argument("--runs", type=int, default=10)
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    adapter = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
+    rows = []
+    with torch.no_grad():
+        for kernel, p in CASES[args.sizes]:
+            r = lambda *s: torch.rand(*s, device=dev) * 2 - 1
+            row = {"kernel": kernel, "shape": shape_of(kernel, p), "adapter": adapter,
+                   "backend": f"torch {torch.__version__} {dev.type}", "gpu_clock": "cuda events" if dev.type == "cuda" else "wall",
+                   "cpu_ref_ms": None, "peak_pct": None}
+            if kernel == "matmul":
+                m, n, k = p
+                x, w, b = r(m, k), r(n, k), r(n)
+                ms = timed(lambda: F.linear(x, w, b), dev, args.runs)
+                row.update(m=m, n=n, k=k, gflops=2 * m * n * k / ms / 1e6)
+            elif kernel == "attention":
+                bt, h, s, d = p
+                q, k_, v = r(bt, h, s, d), r(bt, h, s, d), r(bt, h, s, d)
+                ms = timed(lambda: F.scaled_dot_product_attention(q, k_, v), dev, args.runs)
+                row.update(gflops=4 * bt * h * s * s * d / ms / 1e6)
+            elif kernel == "layernorm":
+                rows_, cols = p
+                x, res, g, b = r(rows_, cols), r(rows_, cols), r(cols), r(cols)
+                ms = timed(lambda: F.layer_norm(x + res, (cols,), g, b, 1e-5), dev, args.runs)
+                row.update(gbps=12 * rows_ * cols / ms / 1e6)
+            elif kernel == "residual_add":
+                (n,) = p
+                a, b = r(n), r(n)
+                ms = timed(lambda: a + b, dev, args.runs)
+                row.update(gbps=12 * n / ms / 1e6)
+            else:
+                layers, e, h, f, s, bt = p
+                if layers == 1:
+                    model = TransformerBlock(e, h, f).to(dev).eval()
+                    row["kernel"] = "block"
+                else:
+                    layer = nn.TransformerEncoderLayer(e, h, f, dropout=0.1, activation="relu")
+                    model = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).to(dev).eval()
+                x = r(s, bt, e)
+                ms = timed(lambda: model(x), dev, args.runs)
+                t = s * bt
+                flops = layers * (2 * t * (4 * e * e + 2 * e * f) + 4 * bt * s * s * e)
+                row.update(gflops=flops / ms / 1e6)
+            row["gpu_ms"] = ms
+            rows.append(row)
+            print(f"{row['kernel']:<13} {row['shape']:<28} {ms:10.3f} ms", flush=True)
+    with open(args.json, "w") as fh:
+        json.dump(rows, fh, indent=2)
+    print(f"adapter: {adapter}; wrote {len(rows)} rows to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
