@@ -8,6 +8,7 @@
 //! adapter by a case-insensitive substring of its name.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -132,6 +133,8 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// A small storage buffer bound where an optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    /// Bytes of device memory held by tensors and plan buffers now.
+    allocated: Arc<AtomicU64>,
 }
 
 /// Optional features resformer uses when the adapter has them.
@@ -176,9 +179,12 @@ impl Gpu {
     }
 
     /// Wraps a device and queue that the caller already has.
-    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, adapter: &wgpu::AdapterInfo) -> Gpu {
+    /// Wraps a device and queue that the caller already has (an app sharing its
+    /// device with the engine). The device's own features and limits apply.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
         let features = device.features();
-        Self::from_parts(device, queue, AdapterSummary::of(adapter), features)
+        let adapter = AdapterSummary::of(&device.adapter_info());
+        Self::from_parts(device, queue, adapter, features)
     }
 
     fn from_parts(device: wgpu::Device, queue: wgpu::Queue, adapter: AdapterSummary, features: wgpu::Features) -> Gpu {
@@ -203,7 +209,17 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let limits = device.limits();
-        Gpu { device, queue, adapter, limits, features, kernels: Mutex::new(HashMap::new()), uncaptured, dummy }
+        Gpu {
+            device,
+            queue,
+            adapter,
+            limits,
+            features,
+            kernels: Mutex::new(HashMap::new()),
+            uncaptured,
+            dummy,
+            allocated: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The adapter this device runs on.
@@ -219,6 +235,23 @@ impl Gpu {
     /// The optional features enabled on the device.
     pub fn features(&self) -> wgpu::Features {
         self.features
+    }
+
+    /// Bytes of device memory the engine holds now (tensors, plan buffers).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Creates a buffer whose bytes count in [`Gpu::allocated_bytes`] while it lives.
+    /// An out-of-memory from the driver comes back as [`Error::Gpu`].
+    pub(crate) fn buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> Result<TrackedBuffer> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(desc);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("allocating {} bytes: {e}", desc.size)));
+        }
+        self.allocated.fetch_add(desc.size, Ordering::Relaxed);
+        Ok(TrackedBuffer { buffer, bytes: desc.size, counter: self.allocated.clone() })
     }
 
     /// The compiled kernel for `shader`, built on first use.
@@ -273,6 +306,27 @@ impl Gpu {
     /// A new command encoder.
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+}
+
+/// A device buffer counted in [`Gpu::allocated_bytes`] until it is dropped.
+#[derive(Debug)]
+pub struct TrackedBuffer {
+    buffer: wgpu::Buffer,
+    bytes: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl std::ops::Deref for TrackedBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for TrackedBuffer {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 

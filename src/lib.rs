@@ -29,6 +29,7 @@
 
 pub mod bench;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod kernels;
 pub mod model;
@@ -39,6 +40,7 @@ pub mod testing;
 pub mod walkthrough;
 
 pub use device::{list_adapters, AdapterSummary, Gpu, GpuOptions};
+pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};
 

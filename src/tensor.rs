@@ -1,6 +1,6 @@
 //! [`Tensor`]: a GPU storage buffer and the row-major shape of what it holds.
 
-use crate::device::Gpu;
+use crate::device::{Gpu, TrackedBuffer};
 use crate::error::{Error, Result};
 
 /// Element type of a [`Tensor`]. Activations and weights are f32; masks are u32.
@@ -13,7 +13,7 @@ pub enum DType {
 /// A row-major array on the device: a storage buffer plus its shape.
 #[derive(Debug)]
 pub struct Tensor {
-    buffer: wgpu::Buffer,
+    buffer: TrackedBuffer,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -37,12 +37,12 @@ impl Tensor {
                 limit,
             });
         }
-        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = gpu.buffer(&wgpu::BufferDescriptor {
             label: Some("resformer.tensor"),
             size: bytes,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
+        })?;
         Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
     }
 

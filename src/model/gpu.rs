@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::block::{block_steps, Act, Step};
 use super::config::BlockConfig;
 use super::weights::StackWeights;
-use crate::device::Gpu;
+use crate::device::{Gpu, TrackedBuffer};
 use crate::error::{Error, Result};
 use crate::kernels::attention::{prepare_attention, AttentionConfig};
 use crate::kernels::layernorm::prepare_layernorm;
@@ -30,7 +30,19 @@ struct Plan {
     acts: Vec<Tensor>,
     mask: Option<Tensor>,
     dispatches: Vec<Dispatch>,
-    staging: wgpu::Buffer,
+    /// Host input (and mask) land here with `write_buffer` and are copied in by the
+    /// forward's own command buffer, so a forward recorded into a caller's encoder
+    /// can never see another forward's input.
+    upload: TrackedBuffer,
+    mask_upload: Option<TrackedBuffer>,
+    staging: TrackedBuffer,
+}
+
+impl Plan {
+    /// The buffer the input goes to: X, or Xb when an input norm reads it into X.
+    fn input<'a>(&'a self, stack: &GpuStack) -> &'a Tensor {
+        &self.acts[if stack.input_norm.is_some() { Act::Xb } else { Act::X } as usize]
+    }
 }
 
 /// L blocks on one device.
@@ -111,13 +123,18 @@ impl GpuStack {
                 });
             }
         }
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("resformer.output"),
-            size: acts[Act::X as usize].bytes(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Ok(Plan { acts, mask, dispatches, staging })
+        let bytes = acts[Act::X as usize].bytes();
+        let host = |label, size, usage| {
+            gpu.buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
+        };
+        let copy_in = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let upload = host("resformer.input", bytes, copy_in)?;
+        let mask_upload = match &mask {
+            Some(m) => Some(host("resformer.mask", m.bytes(), copy_in)?),
+            None => None,
+        };
+        let staging = host("resformer.output", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        Ok(Plan { acts, mask, dispatches, upload, mask_upload, staging })
     }
 
     fn plan(&self, key: PlanKey) -> Result<Arc<Mutex<Plan>>> {
@@ -149,26 +166,153 @@ impl GpuStack {
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The largest activation of a (seq, batch) forward in bytes, and the limit it must fit.
+    fn largest_activation(&self, tokens: usize) -> (u64, u64) {
+        let cols = Act::ALL.iter().map(|a| a.cols(&self.cfg)).max().unwrap_or(0);
+        let limits = self.gpu.limits();
+        (4 * (tokens * cols) as u64, limits.max_storage_buffer_binding_size.min(limits.max_buffer_size))
+    }
+
+    /// How many batch elements one plan may hold for `seq` within the device's limits.
+    fn batch_per_plan(&self, seq: usize, batch: usize) -> Result<usize> {
+        let (one, limit) = self.largest_activation(seq);
+        if one > limit {
+            let cols = Act::ALL.iter().map(|a| a.cols(&self.cfg)).max().unwrap_or(0);
+            return Err(Error::LimitExceeded {
+                op: "forward",
+                what: "activation (seq, max(3E, F)) of one batch element",
+                shape: vec![seq, cols],
+                needed: one,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        Ok(((limit / one) as usize).clamp(1, batch))
+    }
+
     /// Runs the stack on `x` (T, E) in token-row order; returns (T, E).
+    ///
+    /// A batch whose activations would exceed the device's storage-binding
+    /// limit is split into sub-batches (exact: batch elements never interact);
+    /// a single sequence that does not fit is refused with
+    /// [`Error::LimitExceeded`].
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         super::check_input(&self.cfg, x, seq, batch, key_pad)?;
+        let per = self.batch_per_plan(seq, batch)?;
+        if per >= batch {
+            return self.forward_whole(x, seq, batch, key_pad);
+        }
+        let e = self.cfg.embed;
+        // token row of (b, s) in the full and in a sub-batch of `n` elements
+        let row = |b: usize, s: usize, n: usize| if self.cfg.batch_first { b * seq + s } else { s * n + b };
+        let mut out = vec![0.0; x.len()];
+        for b0 in (0..batch).step_by(per) {
+            let n = per.min(batch - b0);
+            let mut xs = vec![0.0; seq * n * e];
+            for b in 0..n {
+                for s in 0..seq {
+                    let (src, dst) = (row(b0 + b, s, batch), row(b, s, n));
+                    xs[dst * e..(dst + 1) * e].copy_from_slice(&x[src * e..(src + 1) * e]);
+                }
+            }
+            let mask = key_pad.map(|m| m[b0 * seq..(b0 + n) * seq].to_vec());
+            let ys = self.forward_whole(&xs, seq, n, mask.as_deref())?;
+            for b in 0..n {
+                for s in 0..seq {
+                    let (dst, src) = (row(b0 + b, s, batch), row(b, s, n));
+                    out[dst * e..(dst + 1) * e].copy_from_slice(&ys[src * e..(src + 1) * e]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn forward_whole(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         let plan = self.plan(PlanKey { seq, batch, masked: key_pad.is_some() })?;
         let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*self.gpu;
-        let xt = &plan.acts[Act::X as usize];
-        let input = if self.input_norm.is_some() { &plan.acts[Act::Xb as usize] } else { xt };
-        input.write(gpu, x)?;
-        if let (Some(m), Some(data)) = (&plan.mask, key_pad) {
-            gpu.queue.write_buffer(m.buffer(), 0, bytemuck::cast_slice(data));
+        gpu.queue.write_buffer(&plan.upload, 0, bytemuck::cast_slice(x));
+        if let (Some(m), Some(data)) = (&plan.mask_upload, key_pad) {
+            gpu.queue.write_buffer(m, 0, bytemuck::cast_slice(data));
         }
         let mut enc = gpu.encoder("resformer.forward");
-        record_all(&mut enc, &plan.dispatches);
-        enc.copy_buffer_to_buffer(xt.buffer(), 0, &plan.staging, 0, xt.bytes());
+        self.record_plan(&mut enc, &plan, &plan.upload, plan.mask_upload.as_deref(), &plan.staging);
         gpu.queue.submit([enc.finish()]);
         let out = read_mapped(gpu, &plan.staging)?;
         if out.len() != x.len() {
             return Err(Error::Gpu(format!("read {} values back, expected {}", out.len(), x.len())));
         }
         Ok(out)
+    }
+
+    /// Copies `input` (and `mask`) in, runs every block, copies X out to `output`.
+    fn record_plan(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        plan: &Plan,
+        input: &wgpu::Buffer,
+        mask: Option<&wgpu::Buffer>,
+        output: &wgpu::Buffer,
+    ) {
+        let x = &plan.acts[Act::X as usize];
+        enc.copy_buffer_to_buffer(input, 0, plan.input(self).buffer(), 0, x.bytes());
+        if let (Some(src), Some(dst)) = (mask, &plan.mask) {
+            enc.copy_buffer_to_buffer(src, 0, dst.buffer(), 0, dst.bytes());
+        }
+        record_all(enc, &plan.dispatches);
+        enc.copy_buffer_to_buffer(x.buffer(), 0, output, 0, x.bytes());
+    }
+
+    /// Records a whole forward into the caller's encoder: reads `input` (T·E f32
+    /// in token-row order, usage COPY_SRC), and `key_pad` ((batch, seq) u32,
+    /// COPY_SRC) when given, and leaves the output (T, E) in `output` (usage
+    /// COPY_DST), a buffer the caller owns. Nothing is submitted; submit the
+    /// encoder when it suits the app. Batches that would need splitting are
+    /// refused here ([`Error::LimitExceeded`]): split them yourself or use
+    /// [`GpuStack::forward`].
+    pub fn record_forward(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        input: &wgpu::Buffer,
+        key_pad: Option<&wgpu::Buffer>,
+        output: &wgpu::Buffer,
+        seq: usize,
+        batch: usize,
+    ) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidArgument { op: "record_forward", what });
+        if seq == 0 || batch == 0 {
+            return bad(format!("seq and batch must be at least 1, got seq {seq} batch {batch}"));
+        }
+        if self.batch_per_plan(seq, batch)? < batch {
+            let (needed, limit) = self.largest_activation(seq * batch);
+            return Err(Error::LimitExceeded {
+                op: "record_forward",
+                what: "largest activation",
+                shape: vec![seq, batch, self.cfg.embed],
+                needed,
+                limit_name: "max_storage_buffer_binding_size",
+                limit,
+            });
+        }
+        let bytes = 4 * (seq * batch * self.cfg.embed) as u64;
+        let check = |b: &wgpu::Buffer, name: &str, usage: wgpu::BufferUsages, size: u64| {
+            if b.size() < size || !b.usage().contains(usage) {
+                return bad(format!(
+                    "{name} needs {size} bytes and usage {usage:?}; it has {} bytes, {:?}",
+                    b.size(),
+                    b.usage()
+                ));
+            }
+            Ok(())
+        };
+        check(input, "input", wgpu::BufferUsages::COPY_SRC, bytes)?;
+        check(output, "output", wgpu::BufferUsages::COPY_DST, bytes)?;
+        if let Some(m) = key_pad {
+            check(m, "key_pad", wgpu::BufferUsages::COPY_SRC, 4 * (seq * batch) as u64)?;
+        }
+        let plan = self.plan(PlanKey { seq, batch, masked: key_pad.is_some() })?;
+        let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
+        self.record_plan(enc, &plan, input, key_pad, output);
+        Ok(())
     }
 }

@@ -9,13 +9,10 @@ pub mod io;
 pub mod minilm;
 pub mod weights;
 
-use std::sync::Arc;
-
 pub use config::BlockConfig;
 pub use gpu::GpuStack;
 pub use weights::{BlockWeights, StackWeights};
 
-use crate::device::Gpu;
 use crate::error::{Error, Result};
 
 /// Where a stack runs.
@@ -55,18 +52,15 @@ impl Stack {
     pub fn new(weights: StackWeights, cfg: BlockConfig, backend: Backend) -> Result<Stack> {
         cfg.validate()?;
         check_weights(&weights, &cfg)?;
-        let gpu = match backend {
-            Backend::Cpu => None,
-            Backend::Gpu => Some(Gpu::new()?),
-            Backend::Auto => match Gpu::new() {
-                Ok(g) => Some(g),
-                Err(Error::NoAdapter { .. }) => None,
-                Err(e) => return Err(e),
-            },
-        };
-        match gpu {
-            Some(g) => Ok(Stack::Gpu(GpuStack::new(Arc::new(g), &weights, cfg)?)),
-            None => Ok(Stack::Cpu { weights, cfg }),
+        crate::Engine::new_blocking(crate::EngineOptions { backend, ..Default::default() })?.load_stack(weights, cfg)
+    }
+
+    /// The GPU stack, for recording forwards into an app's own encoder
+    /// ([`GpuStack::record_forward`]); `None` on the CPU path.
+    pub fn gpu(&self) -> Option<&GpuStack> {
+        match self {
+            Stack::Gpu(s) => Some(s),
+            Stack::Cpu { .. } => None,
         }
     }
 
