@@ -47,3 +47,5 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 cargo run --quiet --release -- devices
 cargo test --release "$@"
 cargo test --release --benches
+# the embedding example must keep working against the real API
+cargo run --quiet --release --example embed_in_app

@@ -58,31 +58,49 @@ pub const KERNELS: [&str; 6] = ["matmul", "attention", "layernorm", "residual_ad
 pub enum Case {
     /// out (m, n) = x (m, k) · wᵀ + bias
     Matmul {
+        /// Output rows.
         m: usize,
+        /// Output columns.
         n: usize,
+        /// Reduction depth.
         k: usize,
     },
+    /// Fused attention over packed QKV.
     Attention {
+        /// Batch elements.
         batch: usize,
+        /// Heads.
         heads: usize,
+        /// Sequence length.
         seq: usize,
+        /// Head dim.
         head_dim: usize,
     },
     /// out = LN(x + residual), rows x cols
     Layernorm {
+        /// Rows.
         rows: usize,
+        /// Columns (the normalised dimension).
         cols: usize,
     },
+    /// out = a + b.
     ResidualAdd {
+        /// Elements.
         len: usize,
     },
     /// `layers` blocks (block: 1) of embed / heads / ff on seq x batch tokens
     Stack {
+        /// Blocks (1 for `block`).
         layers: usize,
+        /// E.
         embed: usize,
+        /// H.
         heads: usize,
+        /// F.
         ff: usize,
+        /// Sequence length.
         seq: usize,
+        /// Batch.
         batch: usize,
     },
 }
@@ -185,15 +203,22 @@ pub fn cases(kernel: &str, sizes: Sizes) -> Vec<Case> {
 /// One result row; the JSON form of `--json` and of scripts/torch_baseline.py.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Row {
+    /// Kernel stem, or `block` / `stack`.
     pub kernel: String,
+    /// The case's shape string ([`Case::shape`]).
     pub shape: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// matmul rows.
     pub m: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// matmul columns.
     pub n: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// matmul depth.
     pub k: Option<usize>,
+    /// Adapter name.
     pub adapter: String,
+    /// Backend (Vulkan, Metal, ...).
     pub backend: String,
     /// Median GPU time of one call.
     pub gpu_ms: Option<f64>,
@@ -206,8 +231,10 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cpu_fast_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Achieved GFLOP/s (compute-bound cases).
     pub gflops: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Achieved GB/s (memory-bound cases).
     pub gbps: Option<f64>,
     /// Achieved over the device's peak FLOP/s (compute-bound) or bandwidth (memory-bound).
     pub peak_pct: Option<f64>,
@@ -215,14 +242,18 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub torch_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// `gpu_ms / torch_ms`: below 1 is faster than the baseline.
     pub ours_over_torch: Option<f64>,
 }
 
 /// The device's peak: FLOP/s (f32 FMA) and bytes/s, and where the numbers come from.
 #[derive(Clone, Debug)]
 pub struct Peak {
+    /// f32 FMA peak, GFLOP/s.
     pub gflops: f64,
+    /// Memory bandwidth, GB/s.
     pub gbps: f64,
+    /// Where the numbers come from.
     pub source: String,
 }
 

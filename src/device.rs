@@ -17,10 +17,15 @@ use crate::shaders::Shader;
 /// What the engine knows about one adapter.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
+    /// Adapter name as the driver reports it.
     pub name: String,
+    /// The wgpu backend.
     pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual, CPU (software) or other.
     pub device_type: wgpu::DeviceType,
+    /// Driver name.
     pub driver: String,
+    /// Driver version details.
     pub driver_info: String,
     /// Subgroup (wave, warp) width range the adapter reports.
     pub subgroup_sizes: (u32, u32),
@@ -123,7 +128,9 @@ pub(crate) struct Kernel {
 /// `Gpu` is `Send + Sync`; pipelines are compiled on first use and then
 /// shared for the life of the device.
 pub struct Gpu {
+    /// The wgpu device (shared with apps that embed the engine).
     pub device: wgpu::Device,
+    /// Its queue.
     pub queue: wgpu::Queue,
     adapter: AdapterSummary,
     limits: wgpu::Limits,

@@ -1,7 +1,7 @@
 //! [`Engine`]: the entry point for apps that embed resformer. It owns (or
 //! shares) one device, and loads stacks and models onto it.
 //!
-//! ```no_run
+//! ```
 //! use resformer::{Engine, EngineOptions};
 //! use resformer::model::{BlockConfig, StackWeights};
 //!

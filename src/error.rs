@@ -9,46 +9,100 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// No usable adapter was found at all.
     #[error("no GPU or software adapter found ({detail}). On Debian/Ubuntu `apt-get install mesa-vulkan-drivers libvulkan1` provides lavapipe, a Vulkan device that runs on the CPU; or use the CPU path (--backend cpu)")]
-    NoAdapter { detail: String },
+    NoAdapter {
+        /// Which backends were searched.
+        detail: String,
+    },
 
     /// `WGPU_ADAPTER_NAME` matched none of the adapters.
     #[error("WGPU_ADAPTER_NAME={wanted:?} matches no adapter; available: {available:?}")]
-    AdapterNotFound { wanted: String, available: Vec<String> },
+    AdapterNotFound {
+        /// The requested name part.
+        wanted: String,
+        /// Every adapter seen, with its backend.
+        available: Vec<String>,
+    },
 
     /// The adapter refused to create a device.
     #[error("adapter {adapter:?} could not create a device: {reason}")]
-    RequestDevice { adapter: String, reason: String },
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// wgpu's reason.
+        reason: String,
+    },
 
     /// An operand's shape does not fit the op.
     #[error("{op}: {what} expected shape {expected:?}, got {got:?}")]
-    ShapeMismatch { op: &'static str, what: &'static str, expected: Vec<usize>, got: Vec<usize> },
+    ShapeMismatch {
+        /// The op (kernel stem).
+        op: &'static str,
+        /// The operand.
+        what: &'static str,
+        /// The shape the op needs.
+        expected: Vec<usize>,
+        /// The shape it was given.
+        got: Vec<usize>,
+    },
 
     /// A dimension is zero (every kernel needs at least one element).
     #[error("{op}: {what} has a zero-sized dimension: shape {shape:?}")]
-    ZeroSized { op: &'static str, what: &'static str, shape: Vec<usize> },
+    ZeroSized {
+        /// The op.
+        op: &'static str,
+        /// The operand or dimension.
+        what: &'static str,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
 
     /// An op argument is out of range (head count, head dim, ...).
     #[error("{op}: {what}")]
-    InvalidArgument { op: &'static str, what: String },
+    InvalidArgument {
+        /// The op, command-line option or component.
+        op: &'static str,
+        /// What is wrong, with the expected and found values.
+        what: String,
+    },
 
     /// A buffer or a dispatch exceeds one of the device's limits.
     #[error("{op}: {what} with shape {shape:?} needs {needed} but the device's {limit_name} is {limit}")]
     LimitExceeded {
+        /// The op.
         op: &'static str,
+        /// The buffer or dispatch dimension.
         what: &'static str,
+        /// Its shape.
         shape: Vec<usize>,
+        /// Bytes (or workgroups) it needs.
         needed: u64,
+        /// The wgpu limit's name.
         limit_name: &'static str,
+        /// The limit's value on this device.
         limit: u64,
     },
 
     /// A data buffer's length does not match the shape it claims.
     #[error("{what}: {len} values do not fill shape {shape:?} ({expected} values)")]
-    DataLength { what: &'static str, len: usize, shape: Vec<usize>, expected: usize },
+    DataLength {
+        /// What was being uploaded or written.
+        what: &'static str,
+        /// Values given.
+        len: usize,
+        /// The shape claimed.
+        shape: Vec<usize>,
+        /// Values the shape holds.
+        expected: usize,
+    },
 
     /// A shader or pipeline failed to compile on this device.
     #[error("shader {kernel}: {reason}")]
-    Shader { kernel: &'static str, reason: String },
+    Shader {
+        /// The kernel stem.
+        kernel: &'static str,
+        /// The driver's or naga's message.
+        reason: String,
+    },
 
     /// The device reported an error (validation, out of memory, lost device, mapping).
     #[error("GPU error: {0}")]
@@ -56,9 +110,19 @@ pub enum Error {
 
     /// A weights or input file is malformed.
     #[error("{path}: {reason}")]
-    File { path: String, reason: String },
+    File {
+        /// The file as named by the user.
+        path: String,
+        /// What is wrong: the tensor, expected against found.
+        reason: String,
+    },
 
     /// Plain I/O failure on a named file.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # resformer
 //!
 //! Stacks of residual Transformer blocks on the GPU through WebGPU compute
@@ -11,12 +12,13 @@
 //! ## Layers
 //! [`device`] (adapter, device, pipelines) → [`tensor`] (buffer + shape) →
 //! [`kernels`] (one op per shader, recorded into the caller's encoder) →
-//! [`reference`] (the CPU definition of each kernel).
+//! [`reference`](mod@reference) (the CPU definition of each kernel).
 //!
-//! ```no_run
+//! ```
 //! use resformer::{kernels::residual_add::residual_add, Gpu, Tensor};
 //! # fn main() -> resformer::Result<()> {
-//! let gpu = Gpu::new()?;
+//! let Ok(gpu) = Gpu::new() else { return Ok(()) }; // no adapter on this machine
+//! println!("on {}", gpu.adapter().label());
 //! let a = Tensor::from_f32(&gpu, &[3], &[1.0, 2.0, 3.0])?;
 //! let b = Tensor::from_f32(&gpu, &[3], &[10.0, 20.0, 30.0])?;
 //! let out = Tensor::empty(&gpu, &[3], resformer::DType::F32)?;

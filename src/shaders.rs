@@ -3,11 +3,15 @@
 /// One compute shader (`shaders/<stem>.wgsl`, entry point `main`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
+    /// shaders/matmul.wgsl, the tiled matmul.
     Matmul,
     /// The matmul for 8-wide subgroups without workgroup memory (lavapipe).
     MatmulSubgroup,
+    /// shaders/attention.wgsl.
     Attention,
+    /// shaders/layernorm.wgsl.
     Layernorm,
+    /// shaders/residual_add.wgsl.
     ResidualAdd,
 }
 

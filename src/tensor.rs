@@ -6,7 +6,9 @@ use crate::error::{Error, Result};
 /// Element type of a [`Tensor`]. Activations and weights are f32; masks are u32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit float.
     F32,
+    /// 32-bit unsigned integer.
     U32,
 }
 
@@ -96,10 +98,12 @@ impl Tensor {
         read_mapped(gpu, &staging)
     }
 
+    /// The row-major shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
@@ -109,6 +113,7 @@ impl Tensor {
         element_count(&self.shape)
     }
 
+    /// True when a dimension is zero.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -118,6 +123,7 @@ impl Tensor {
         self.len() as u64 * 4
     }
 
+    /// The storage buffer (usage STORAGE | COPY_SRC | COPY_DST).
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }

@@ -10,10 +10,12 @@ use crate::device::{Gpu, GpuOptions};
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator from `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -37,7 +39,9 @@ impl Rng {
 /// An explicit tolerance: an element passes when |got - want| <= atol + rtol · |want|.
 #[derive(Clone, Copy, Debug)]
 pub struct Tol {
+    /// Absolute tolerance.
     pub atol: f32,
+    /// Tolerance relative to |want|.
     pub rtol: f32,
 }
 
@@ -46,7 +50,9 @@ pub struct Tol {
 pub struct Diff {
     /// Elements outside the tolerance (NaN where a number was expected counts).
     pub bad: usize,
+    /// Largest |got - want|.
     pub max_abs: f32,
+    /// Largest |got - want| / |want| over nonzero want.
     pub max_rel: f32,
     /// Index of the largest absolute error.
     pub worst: usize,

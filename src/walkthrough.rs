@@ -10,11 +10,15 @@
 //!    is the weight row itself. (Its head dim is widened to fit the identity,
 //!    with q zero-padded and pre-scaled so the scale stays 1/√d.)
 //!
-//! ```no_run
-//! let w = resformer::walkthrough::Walkthrough::random("I love deep learning", 16, 0).unwrap();
-//! let gpu = resformer::Gpu::new().unwrap();
-//! let p = w.weights_gpu(&gpu).unwrap(); // (4, 4), each row sums to 1
-//! println!("{}", w.table(&p, 1));
+//! ```
+//! let w = resformer::walkthrough::Walkthrough::random("I love deep learning", 16, 0)?;
+//! let p = match resformer::Gpu::new() {
+//!     Ok(gpu) => w.weights_gpu(&gpu)?, // the engine's kernels
+//!     Err(_) => w.weights_cpu(),       // the CPU reference
+//! };
+//! assert_eq!(p.len(), 16); // (4, 4), each row sums to 1
+//! println!("{}", w.table(&p, w.find("love").unwrap()));
+//! # Ok::<(), resformer::Error>(())
 //! ```
 
 use crate::device::Gpu;
@@ -27,6 +31,7 @@ use crate::testing::Rng;
 
 /// One head's view of a sentence.
 pub struct Walkthrough {
+    /// The tokens, in order.
     pub tokens: Vec<String>,
     /// E: the embedding width.
     pub embed: usize,
@@ -36,6 +41,7 @@ pub struct Walkthrough {
     pub x: Vec<f32>,
     /// (3d, E) and (3d): the head's rows of the in-projection, PyTorch's in_proj layout.
     pub w_qkv: Vec<f32>,
+    /// The bias of those rows (3d).
     pub b_qkv: Vec<f32>,
 }
 

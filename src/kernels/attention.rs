@@ -21,9 +21,13 @@ pub const MAX_HEAD_DIM: usize = 128;
 /// Shape and masking of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionConfig {
+    /// Batch elements.
     pub batch: usize,
+    /// Sequence length (queries = keys).
     pub seq: usize,
+    /// Heads.
     pub heads: usize,
+    /// Head dim D.
     pub head_dim: usize,
     /// Token rows are batch-major (`b * seq + s`) instead of PyTorch's default seq-major.
     pub batch_first: bool,

@@ -60,7 +60,9 @@ impl MatmulVariant {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Activation {
     #[default]
+    /// No activation.
     None,
+    /// max(0, v).
     Relu,
     /// GELU in its exact erf form (PyTorch's default `nn.GELU()`).
     Gelu,

@@ -17,16 +17,24 @@ use crate::kernels::matmul::Activation;
 /// Activation buffers of a forward pass; all (T, E) but `Qkv` (T, 3E) and `H` (T, F).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Act {
+    /// The stream: block input and output.
     X,
+    /// The stream after the first residual.
     Xb,
+    /// Packed q, k, v (T, 3E).
     Qkv,
+    /// Attention output (T, E).
     Attn,
+    /// Projection output (T, E).
     Y,
+    /// Feed-forward hidden (T, F).
     H,
+    /// Pre-norm: the normalised stream.
     Norm,
 }
 
 impl Act {
+    /// Every buffer, in discriminant order.
     pub const ALL: [Act; 7] = [Act::X, Act::Xb, Act::Qkv, Act::Attn, Act::Y, Act::H, Act::Norm];
 
     /// Columns of this buffer for a block of `cfg`.
@@ -42,27 +50,77 @@ impl Act {
 /// A block parameter; the discriminant indexes [`super::weights::BlockWeights::tensors`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Param {
+    /// attn.in_proj_weight
     InProjW,
+    /// attn.in_proj_bias
     InProjB,
+    /// attn.out_proj.weight
     OutProjW,
+    /// attn.out_proj.bias
     OutProjB,
+    /// ffn.0.weight
     Ff1W,
+    /// ffn.0.bias
     Ff1B,
+    /// ffn.2.weight
     Ff2W,
+    /// ffn.2.bias
     Ff2B,
+    /// norm1.weight
     Norm1W,
+    /// norm1.bias
     Norm1B,
+    /// norm2.weight
     Norm2W,
+    /// norm2.bias
     Norm2B,
 }
 
 /// One kernel call of the block.
 #[derive(Clone, Copy, Debug)]
 pub enum Step {
-    Matmul { x: Act, w: Param, b: Param, act: Activation, out: Act },
-    Attention { qkv: Act, out: Act },
-    Layernorm { x: Act, residual: Option<Act>, gamma: Param, beta: Param, out: Act },
-    Add { a: Act, b: Act, out: Act },
+    /// out = act(x · wᵀ + b)
+    Matmul {
+        /// Input activation.
+        x: Act,
+        /// Weight (N, K).
+        w: Param,
+        /// Bias (N).
+        b: Param,
+        /// Fused activation.
+        act: Activation,
+        /// Output activation.
+        out: Act,
+    },
+    /// out = attention(qkv)
+    Attention {
+        /// Packed q, k, v.
+        qkv: Act,
+        /// Output (T, E).
+        out: Act,
+    },
+    /// out = LN(x [+ residual]) · γ + β
+    Layernorm {
+        /// Input.
+        x: Act,
+        /// Added to x before normalising (the fused residual), if any.
+        residual: Option<Act>,
+        /// γ.
+        gamma: Param,
+        /// β.
+        beta: Param,
+        /// Output.
+        out: Act,
+    },
+    /// out = a + b
+    Add {
+        /// First operand.
+        a: Act,
+        /// Second operand.
+        b: Act,
+        /// Output.
+        out: Act,
+    },
 }
 
 impl Step {

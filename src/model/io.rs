@@ -20,7 +20,9 @@ pub struct TensorFile {
 /// A tensor read as f32, with its shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
+    /// Row-major shape.
     pub shape: Vec<usize>,
+    /// Values, converted to f32.
     pub data: Vec<f32>,
 }
 

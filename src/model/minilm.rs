@@ -30,8 +30,11 @@ use crate::kernels::matmul::Activation;
 
 /// Hidden size, heads, feed-forward size and layers of all-MiniLM-L6-v2.
 pub const HIDDEN: usize = 384;
+/// Attention heads.
 pub const HEADS: usize = 12;
+/// Feed-forward size.
 pub const FF: usize = 1536;
+/// Encoder layers.
 pub const LAYERS: usize = 6;
 /// sentence-transformers' max_seq_length for this model (special tokens included).
 pub const MAX_TOKENS: usize = 256;
@@ -60,6 +63,7 @@ pub struct Embeddings {
     pub position: Vec<f32>,
     /// token type 0, (384): sentence-transformers encodes single sentences
     pub token_type: Vec<f32>,
+    /// Vocabulary size (rows of `word`).
     pub vocab: usize,
 }
 
@@ -181,7 +185,7 @@ impl SentenceEmbedder {
         HIDDEN
     }
 
-    /// Token ids of `sentence`: [CLS] ... [SEP], at most 256.
+    /// Token ids of `sentence`: `[CLS] ... [SEP]`, at most 256.
     pub fn tokenize(&self, sentence: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
@@ -248,7 +252,7 @@ pub fn mean_pool_normalise(h: &[f32]) -> Vec<f32> {
 }
 
 /// The attention walk-through on real weights: MiniLM's tokens for `sentence`
-/// (with [CLS] and [SEP]), their embeddings as layer 0 sees them (after the
+/// (with `[CLS]` and `[SEP]`), their embeddings as layer 0 sees them (after the
 /// embedding LayerNorm), and the q, k, v weights of layer 0's `head`.
 pub fn walkthrough(dir: &Path, sentence: &str, head: usize) -> Result<crate::walkthrough::Walkthrough> {
     if head >= HEADS {

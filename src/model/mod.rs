@@ -43,8 +43,15 @@ impl std::str::FromStr for Backend {
 
 /// A stack ready to run on the backend that was chosen.
 pub enum Stack {
+    /// On a wgpu device.
     Gpu(GpuStack),
-    Cpu { weights: StackWeights, cfg: BlockConfig },
+    /// On the CPU reference path.
+    Cpu {
+        /// The weights, on the host.
+        weights: StackWeights,
+        /// The block configuration.
+        cfg: BlockConfig,
+    },
 }
 
 impl Stack {
@@ -152,8 +159,11 @@ pub(crate) fn check_input(
 /// How an input tensor's shape maps to (seq, batch, embed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputShape {
+    /// Sequence length.
     pub seq: usize,
+    /// Batch elements (1 for unbatched input).
     pub batch: usize,
+    /// Embed dim E.
     pub embed: usize,
 }
 

@@ -20,22 +20,30 @@ pub struct BlockWeights {
     pub out_proj_bias: Vec<f32>,
     /// ffn.0: (F, E) and (F)
     pub ff1_weight: Vec<f32>,
+    /// ffn.0 bias (F).
     pub ff1_bias: Vec<f32>,
     /// ffn.2: (E, F) and (E)
     pub ff2_weight: Vec<f32>,
+    /// ffn.2 bias (E).
     pub ff2_bias: Vec<f32>,
     /// norm1, norm2: (E) each
     pub norm1_weight: Vec<f32>,
+    /// norm1 β (E).
     pub norm1_bias: Vec<f32>,
+    /// norm2 γ (E).
     pub norm2_weight: Vec<f32>,
+    /// norm2 β (E).
     pub norm2_bias: Vec<f32>,
 }
 
 /// L blocks with their own weights; E and F are common to all.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StackWeights {
+    /// E.
     pub embed: usize,
+    /// F.
     pub ff: usize,
+    /// The blocks, in order.
     pub blocks: Vec<BlockWeights>,
     /// LayerNorm (γ, β) applied to the input before block 0 (BERT's embedding LayerNorm).
     pub input_norm: Option<(Vec<f32>, Vec<f32>)>,
