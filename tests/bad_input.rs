@@ -149,3 +149,22 @@ fn data_of_the_wrong_length_is_rejected_on_upload() {
     let e = Tensor::from_f32(gpu, &[2, 3], &[1.0; 5]).unwrap_err();
     assert!(matches!(e, Error::DataLength { len: 5, expected: 6, .. }), "{e:?}");
 }
+
+#[test]
+fn a_kernel_over_the_workgroup_memory_limit_is_refused_with_the_limit() {
+    let Some(gpu) = gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_compute_workgroup_storage_size = 8192) })
+    else {
+        return;
+    };
+    let cfg = AttentionConfig { batch: 1, seq: 4, heads: 1, head_dim: 8, batch_first: false, causal: false };
+    let mut enc = gpu.encoder("bad");
+    let e = attention(&gpu, &mut enc, &t(&gpu, &[4, 24]), None, &cfg, &t(&gpu, &[4, 8])).unwrap_err();
+    match &e {
+        Error::LimitExceeded { op: "attention", needed: 16384, limit: 8192, limit_name, .. } => {
+            assert_eq!(*limit_name, "max_compute_workgroup_storage_size")
+        }
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
+    // the tiled matmul's 8 KiB still fits
+    matmul(&gpu, &mut enc, &t(&gpu, &[4, 8]), &t(&gpu, &[5, 8]), None, Activation::None, &t(&gpu, &[4, 5])).unwrap();
+}

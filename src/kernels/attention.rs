@@ -17,6 +17,10 @@ const OP: &str = "attention";
 const BLOCK_Q: usize = 64;
 /// Largest head dim the kernel holds in registers (DMAX in shaders/attention.wgsl).
 pub const MAX_HEAD_DIM: usize = 128;
+/// Keys staged per step (BK in shaders/attention.wgsl).
+const BLOCK_K: usize = 16;
+/// Workgroup memory of the kernel: K and V tiles of BK x DMAX f32.
+const WORKGROUP_BYTES: u64 = (2 * BLOCK_K * MAX_HEAD_DIM * 4) as u64;
 
 /// Shape and masking of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +112,7 @@ pub fn prepare_attention(
         expect_shape(OP, "key_pad (batch, seq)", m, &[cfg.batch, cfg.seq])?;
     }
     let shape = [cfg.batch, cfg.seq, cfg.heads, cfg.head_dim];
+    super::check_workgroup_memory(gpu, OP, &shape, WORKGROUP_BYTES)?;
     let gx = check_groups(gpu, OP, "seq / 64 workgroups", &shape, cfg.seq.div_ceil(BLOCK_Q) as u64)?;
     let gy = check_groups(gpu, OP, "heads", &shape, cfg.heads as u64)?;
     let gz = check_groups(gpu, OP, "batch", &shape, cfg.batch as u64)?;

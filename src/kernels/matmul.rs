@@ -21,6 +21,14 @@ pub enum MatmulVariant {
 
 impl MatmulVariant {
     /// (shader, output rows per workgroup, output columns per workgroup)
+    /// Workgroup memory the variant's shader declares (xs and ws tiles of the tiled kernel).
+    fn workgroup_bytes(self) -> u64 {
+        match self {
+            MatmulVariant::Tiled => 2 * 16 * 64 * 4,
+            MatmulVariant::Subgroup8 => 0,
+        }
+    }
+
     fn shader_and_tile(self) -> (Shader, usize, usize) {
         match self {
             MatmulVariant::Tiled => (Shader::Matmul, 64, 64),
@@ -130,6 +138,7 @@ pub fn prepare_matmul_variant(
         });
     }
     let (shader, tile_m, tile_n) = variant.shader_and_tile();
+    super::check_workgroup_memory(gpu, OP, x.shape(), variant.workgroup_bytes())?;
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "out", out, &[2, 3], DType::F32)?;

@@ -158,6 +158,22 @@ fn check_groups(gpu: &Gpu, op: &'static str, what: &'static str, shape: &[usize]
     Ok(groups as u32)
 }
 
+/// Checks that a kernel's workgroup memory fits `max_compute_workgroup_storage_size`.
+fn check_workgroup_memory(gpu: &Gpu, op: &'static str, shape: &[usize], bytes: u64) -> Result<()> {
+    let limit = gpu.limits().max_compute_workgroup_storage_size as u64;
+    if bytes > limit {
+        return Err(Error::LimitExceeded {
+            op,
+            what: "workgroup memory",
+            shape: shape.to_vec(),
+            needed: bytes,
+            limit_name: "max_compute_workgroup_storage_size",
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Spreads `groups` workgroups over (x, y) so neither exceeds the per-dimension limit.
 fn grid_2d(gpu: &Gpu, op: &'static str, shape: &[usize], groups: u64) -> Result<(u32, u32)> {
     let max = gpu.limits().max_compute_workgroups_per_dimension as u64;
