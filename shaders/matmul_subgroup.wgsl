@@ -10,45 +10,12 @@
 // assumes: the subgroup is exactly SG lanes (checked by the host); ragged M, N, K read clamped
 //   indices and select zero, so every M, N, K >= 1 is exact. naga 30 takes the subgroup builtins
 //   without `enable subgroups;` (which it does not parse yet). The broadcasts below assume SG = 8.
+// shared: Params, the bindings and activate() live in matmul_io.wgsl, appended by src/shaders.rs.
 
 const SG: u32 = 8u;
 const RM: u32 = 8u;               // rows of out per subgroup
 const RN: u32 = 2u;               // columns of out per lane
 const TN: u32 = SG * RN;          // columns of out per subgroup
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    w_batch_stride: u32,
-    act: u32,
-    has_bias: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-
-// erf by Abramowitz & Stegun 7.1.26, as in matmul.wgsl.
-fn erf_approx(v: f32) -> f32 {
-    let a = abs(v);
-    let t = 1.0 / (1.0 + 0.3275911 * a);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let r = 1.0 - poly * exp(-a * a);
-    return select(r, -r, v < 0.0);
-}
-
-fn activate(v: f32) -> f32 {
-    switch p.act {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
-        default: { return v; }
-    }
-}
 
 @compute @workgroup_size(SG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {

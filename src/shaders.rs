@@ -34,8 +34,13 @@ impl Shader {
     /// The WGSL source.
     pub fn source(self) -> &'static str {
         match self {
-            Shader::Matmul => include_str!("../shaders/matmul.wgsl"),
-            Shader::MatmulSubgroup => include_str!("../shaders/matmul_subgroup.wgsl"),
+            // WGSL has no includes: both matmul shaders get the shared params, bindings and activation
+            Shader::Matmul => {
+                concat!(include_str!("../shaders/matmul.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
+            }
+            Shader::MatmulSubgroup => {
+                concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
+            }
             Shader::Attention => include_str!("../shaders/attention.wgsl"),
             Shader::Layernorm => include_str!("../shaders/layernorm.wgsl"),
             Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),

@@ -1,0 +1,36 @@
+// matmul_io: what both matmul shaders share, appended to each of them by src/shaders.rs:
+// the params, the bindings (the contract in matmul.wgsl's header), and the fused activation.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    w_batch_stride: u32,
+    act: u32,
+    has_bias: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+// erf by Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7, below f32 resolution of gelu's 0.5 * x * (1 + erf).
+fn erf_approx(v: f32) -> f32 {
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let r = 1.0 - poly * exp(-a * a);
+    return select(r, -r, v < 0.0);
+}
+
+fn activate(v: f32) -> f32 {
+    switch p.act {
+        case 1u: { return max(v, 0.0); }
+        case 2u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
+        default: { return v; }
+    }
+}
