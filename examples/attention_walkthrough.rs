@@ -3,7 +3,7 @@
 //!
 //! Embeds the words (seeded random embeddings), computes one head's q, k, v
 //! with the matmul kernel and the attention weights with the fused attention
-//! kernel, prints the focus word's row and writes attention.svg.
+//! kernel, prints the focus word's row and writes attention.png.
 
 fn main() -> resformer::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -23,8 +23,7 @@ fn main() -> resformer::Result<()> {
         }
     };
     print!("{}", walk.table(&weights, focus));
-    std::fs::write("attention.svg", walk.svg(&weights, Some(focus)))
-        .map_err(|source| resformer::Error::Io { path: "attention.svg".into(), source })?;
-    println!("wrote attention.svg");
+    walk.save_heatmap(&weights, Some(focus), "attention.png".as_ref())?;
+    println!("wrote attention.png");
     Ok(())
 }

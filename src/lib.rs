@@ -35,6 +35,7 @@ pub mod engine;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod raster;
 pub mod reference;
 pub mod shaders;
 pub mod tensor;

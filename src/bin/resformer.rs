@@ -24,7 +24,7 @@ commands:
              without --weights and --input: seeded random weights and input from
                  --layers 6 --embed 256 --heads 8 --ff 1024 --seq 128 --batch 4 [--seed 0]
   attention  the attention walk-through: one head's weights over a sentence
-             resformer attention \"I love deep learning\" [--focus love] [--out attn.svg] [--dim 16] [--seed 0]
+             resformer attention \"I love deep learning\" [--focus love] [--out attn.png|attn.svg] [--dim 16] [--seed 0]
                  [--backend auto|gpu|cpu] [--model DIR [--head H]]  (a real MiniLM head instead of random weights)
   embed      sentence embeddings with all-MiniLM-L6-v2 (fetch it with scripts/fetch-minilm.sh)
              resformer embed --model models/all-MiniLM-L6-v2 [--json] [--backend auto|gpu|cpu] SENTENCE...
@@ -307,10 +307,7 @@ fn attention_walkthrough(args: &[String]) -> CliResult {
     };
     print!("{}", w.table(&p, focus));
     if let Some(out) = o.get("out") {
-        if !out.to_lowercase().ends_with(".svg") {
-            return Err(Usage(format!("--out {out:?}: the heatmap is written as SVG; give a .svg path")).into());
-        }
-        std::fs::write(out, w.svg(&p, Some(focus))).map_err(|source| Error::Io { path: out.into(), source })?;
+        w.save_heatmap(&p, Some(focus), Path::new(out))?;
         println!("wrote the {0}x{0} attention heatmap to {out}", w.tokens.len());
     }
     Ok(())
