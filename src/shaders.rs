@@ -9,6 +9,8 @@ pub enum Shader {
     MatmulSubgroup,
     /// shaders/attention.wgsl.
     Attention,
+    /// The attention for 8-wide subgroups without workgroup memory (lavapipe).
+    AttentionSubgroup,
     /// shaders/layernorm.wgsl.
     Layernorm,
     /// shaders/residual_add.wgsl.
@@ -17,8 +19,14 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation tests and warm-up.
-    pub const ALL: [Shader; 5] =
-        [Shader::Matmul, Shader::MatmulSubgroup, Shader::Attention, Shader::Layernorm, Shader::ResidualAdd];
+    pub const ALL: [Shader; 6] = [
+        Shader::Matmul,
+        Shader::MatmulSubgroup,
+        Shader::Attention,
+        Shader::AttentionSubgroup,
+        Shader::Layernorm,
+        Shader::ResidualAdd,
+    ];
 
     /// The kernel stem: file name, op name, bench group.
     pub fn name(self) -> &'static str {
@@ -26,6 +34,7 @@ impl Shader {
             Shader::Matmul => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::Attention => "attention",
+            Shader::AttentionSubgroup => "attention_subgroup",
             Shader::Layernorm => "layernorm",
             Shader::ResidualAdd => "residual_add",
         }
@@ -42,6 +51,7 @@ impl Shader {
                 concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
             }
             Shader::Attention => include_str!("../shaders/attention.wgsl"),
+            Shader::AttentionSubgroup => include_str!("../shaders/attention_subgroup.wgsl"),
             Shader::Layernorm => include_str!("../shaders/layernorm.wgsl"),
             Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
         }

@@ -6,7 +6,7 @@
 //! `b * seq + s`. `qkv` is (tokens, 3E) = [q | k | v] per row, E = heads ·
 //! head_dim, head h owning columns h·D..(h+1)·D of each part; `out` is (tokens, E).
 
-use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch};
+use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch, KernelVariant};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
@@ -92,6 +92,26 @@ pub fn prepare_attention(
     cfg: &AttentionConfig,
     out: &Tensor,
 ) -> Result<Dispatch> {
+    prepare_attention_variant(gpu, KernelVariant::for_device(gpu, "RESFORMER_ATTENTION"), qkv, key_pad, cfg, out)
+}
+
+/// [`prepare_attention`] with an explicit shader: [`KernelVariant::Tiled`] is
+/// shaders/attention.wgsl (K and V tiles in workgroup memory), [`KernelVariant::Subgroup8`]
+/// shaders/attention_subgroup.wgsl (k and v rows shared by subgroup broadcasts).
+pub fn prepare_attention_variant(
+    gpu: &Gpu,
+    variant: KernelVariant,
+    qkv: &Tensor,
+    key_pad: Option<&Tensor>,
+    cfg: &AttentionConfig,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    variant.check_available(gpu, OP)?;
+    // (shader, queries per workgroup, workgroup memory)
+    let (shader, block_q, workgroup_bytes) = match variant {
+        KernelVariant::Tiled => (Shader::Attention, BLOCK_Q, WORKGROUP_BYTES),
+        KernelVariant::Subgroup8 => (Shader::AttentionSubgroup, 8, 0),
+    };
     let dims = [("batch", cfg.batch), ("seq", cfg.seq), ("heads", cfg.heads), ("head_dim", cfg.head_dim)];
     if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
         return Err(Error::ZeroSized { op: OP, what: name, shape: dims.iter().map(|d| d.1).collect() });
@@ -112,8 +132,8 @@ pub fn prepare_attention(
         expect_shape(OP, "key_pad (batch, seq)", m, &[cfg.batch, cfg.seq])?;
     }
     let shape = [cfg.batch, cfg.seq, cfg.heads, cfg.head_dim];
-    super::check_workgroup_memory(gpu, OP, &shape, WORKGROUP_BYTES)?;
-    let gx = check_groups(gpu, OP, "seq / 64 workgroups", &shape, cfg.seq.div_ceil(BLOCK_Q) as u64)?;
+    super::check_workgroup_memory(gpu, OP, &shape, workgroup_bytes)?;
+    let gx = check_groups(gpu, OP, "seq / queries-per-workgroup", &shape, cfg.seq.div_ceil(block_q) as u64)?;
     let gy = check_groups(gpu, OP, "heads", &shape, cfg.heads as u64)?;
     let gz = check_groups(gpu, OP, "batch", &shape, cfg.batch as u64)?;
     let (row_seq, row_batch) = if cfg.batch_first { (1, cfg.seq) } else { (cfg.batch, 1) };
@@ -132,7 +152,7 @@ pub fn prepare_attention(
         scale: cfg.scale(),
     };
     let mask = key_pad.map(|m| m.buffer()).unwrap_or(&gpu.dummy);
-    dispatch(gpu, Shader::Attention, &[qkv.buffer(), mask, out.buffer()], bytemuck::bytes_of(&params), [gx, gy, gz])
+    dispatch(gpu, shader, &[qkv.buffer(), mask, out.buffer()], bytemuck::bytes_of(&params), [gx, gy, gz])
 }
 
 /// Records fused attention into `enc`.
@@ -170,14 +190,17 @@ mod tests {
             .collect();
         let tq = Tensor::from_f32(gpu, &[t, 3 * e], &qkv).unwrap();
         let tm = Tensor::from_u32(gpu, &[cfg.batch, cfg.seq], &pad).unwrap();
-        let out = Tensor::empty(gpu, &[t, e], DType::F32).unwrap();
-        out.poison(gpu).unwrap();
-        let mut enc = gpu.encoder("test");
-        attention(gpu, &mut enc, &tq, padded.then_some(&tm), &cfg, &out).unwrap();
-        gpu.submit_and_wait(enc).unwrap();
         let mut want = vec![0.0; t * e];
         reference::attention::attention(&mut want, &qkv, padded.then_some(&pad[..]), &cfg);
-        assert_close(&format!("attention {cfg:?} padded={padded}"), &out.read(gpu).unwrap(), &want, ATTENTION_TOL);
+        for v in KernelVariant::available(gpu) {
+            let out = Tensor::empty(gpu, &[t, e], DType::F32).unwrap();
+            out.poison(gpu).unwrap();
+            let mut enc = gpu.encoder("test");
+            prepare_attention_variant(gpu, v, &tq, padded.then_some(&tm), &cfg, &out).unwrap().record(&mut enc);
+            gpu.submit_and_wait(enc).unwrap();
+            let got = out.read(gpu).unwrap();
+            assert_close(&format!("attention {v:?} {cfg:?} padded={padded}"), &got, &want, ATTENTION_TOL);
+        }
     }
 
     fn cfg(batch: usize, seq: usize, heads: usize, head_dim: usize) -> AttentionConfig {
@@ -231,21 +254,24 @@ mod tests {
         let pad: Vec<u32> = (0..10).map(|i| (i < 5) as u32).collect(); // batch 0: every key hidden
         let tq = Tensor::from_f32(gpu, &[c.tokens(), 3 * c.embed()], &qkv).unwrap();
         let tm = Tensor::from_u32(gpu, &[2, 5], &pad).unwrap();
-        let out = Tensor::empty(gpu, &[c.tokens(), c.embed()], DType::F32).unwrap();
-        let mut enc = gpu.encoder("test");
-        attention(gpu, &mut enc, &tq, Some(&tm), &c, &out).unwrap();
-        gpu.submit_and_wait(enc).unwrap();
-        let got = out.read(gpu).unwrap();
-        for s in 0..5 {
-            let r0 = c.row(0, s) * 8;
-            let r1 = c.row(1, s) * 8;
-            assert!(got[r0..r0 + 8].iter().all(|v| v.is_nan()), "batch 0 row {s} should be NaN");
-            assert!(got[r1..r1 + 8].iter().all(|v| v.is_finite()), "batch 1 row {s} should be finite");
+        for v in KernelVariant::available(gpu) {
+            let out = Tensor::empty(gpu, &[c.tokens(), c.embed()], DType::F32).unwrap();
+            let mut enc = gpu.encoder("test");
+            prepare_attention_variant(gpu, v, &tq, Some(&tm), &c, &out).unwrap().record(&mut enc);
+            gpu.submit_and_wait(enc).unwrap();
+            let got = out.read(gpu).unwrap();
+            for s in 0..5 {
+                let r0 = c.row(0, s) * 8;
+                let r1 = c.row(1, s) * 8;
+                assert!(got[r0..r0 + 8].iter().all(|x| x.is_nan()), "{v:?}: batch 0 row {s} should be NaN");
+                assert!(got[r1..r1 + 8].iter().all(|x| x.is_finite()), "{v:?}: batch 1 row {s} should be finite");
+            }
         }
     }
 
     #[test]
     fn attention_params_match_wgsl_layout() {
         crate::testing::assert_params_layout::<AttentionParams>(Shader::Attention);
+        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionSubgroup);
     }
 }

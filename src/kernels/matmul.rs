@@ -1,7 +1,7 @@
 //! `matmul`: out (batch, M, N) = act(x (batch, M, K) · wᵀ + bias), w in
 //! PyTorch's Linear layout (N, K), shared by the batch or batched (batch, N, K).
 
-use super::{check_groups, check_operand, dispatch, Dispatch};
+use super::{check_groups, check_operand, dispatch, Dispatch, KernelVariant};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
@@ -9,58 +9,16 @@ use crate::tensor::{DType, Tensor};
 
 const OP: &str = "matmul";
 
-/// Which shader computes a matmul. Both honour the same contract and pass the same tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulVariant {
-    /// shaders/matmul.wgsl: 64 x 64 tiles staged through workgroup memory, 4 x 4 per invocation.
-    Tiled,
-    /// shaders/matmul_subgroup.wgsl: no workgroup memory, x shared by subgroup shuffles;
-    /// needs subgroups exactly 8 wide. Much faster on lavapipe, where barriers are expensive.
-    Subgroup8,
-}
+/// Which matmul shader runs: [`KernelVariant::Tiled`] is shaders/matmul.wgsl (64 x 64 tiles
+/// staged through workgroup memory, 4 x 4 per invocation), [`KernelVariant::Subgroup8`] is
+/// shaders/matmul_subgroup.wgsl (no workgroup memory, x shared by subgroup broadcasts).
+pub type MatmulVariant = KernelVariant;
 
-impl MatmulVariant {
-    /// (shader, output rows per workgroup, output columns per workgroup)
-    /// Workgroup memory the variant's shader declares (xs and ws tiles of the tiled kernel).
-    fn workgroup_bytes(self) -> u64 {
-        match self {
-            MatmulVariant::Tiled => 2 * 16 * 64 * 4,
-            MatmulVariant::Subgroup8 => 0,
-        }
-    }
-
-    fn shader_and_tile(self) -> (Shader, usize, usize) {
-        match self {
-            MatmulVariant::Tiled => (Shader::Matmul, 64, 64),
-            MatmulVariant::Subgroup8 => (Shader::MatmulSubgroup, 8, 16),
-        }
-    }
-
-    /// Variants this device can run.
-    pub fn available(gpu: &Gpu) -> Vec<MatmulVariant> {
-        let mut v = vec![MatmulVariant::Tiled];
-        if gpu.features().contains(wgpu::Features::SUBGROUP) && gpu.adapter().subgroup_sizes == (8, 8) {
-            v.push(MatmulVariant::Subgroup8);
-        }
-        v
-    }
-
-    /// The variant ops use on this device: `RESFORMER_MATMUL=tiled|subgroup8` when set and
-    /// available, else the subgroup kernel on software adapters that can run it, else tiled.
-    pub fn for_device(gpu: &Gpu) -> MatmulVariant {
-        let available = Self::available(gpu);
-        let wanted = match std::env::var("RESFORMER_MATMUL").as_deref() {
-            Ok("tiled") => Some(MatmulVariant::Tiled),
-            Ok("subgroup8") => Some(MatmulVariant::Subgroup8),
-            _ => None,
-        };
-        match wanted {
-            Some(v) if available.contains(&v) => v,
-            _ if gpu.adapter().is_software() && available.contains(&MatmulVariant::Subgroup8) => {
-                MatmulVariant::Subgroup8
-            }
-            _ => MatmulVariant::Tiled,
-        }
+/// (shader, output rows per workgroup, output columns per workgroup, workgroup memory bytes)
+fn variant_shader(v: KernelVariant) -> (Shader, usize, usize, u64) {
+    match v {
+        KernelVariant::Tiled => (Shader::Matmul, 64, 64, 2 * 16 * 64 * 4),
+        KernelVariant::Subgroup8 => (Shader::MatmulSubgroup, 8, 16, 0),
     }
 }
 
@@ -118,7 +76,7 @@ pub fn prepare_matmul(
     act: Activation,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    prepare_matmul_variant(gpu, MatmulVariant::for_device(gpu), x, w, bias, act, out)
+    prepare_matmul_variant(gpu, KernelVariant::for_device(gpu, "RESFORMER_MATMUL"), x, w, bias, act, out)
 }
 
 /// [`prepare_matmul`] with an explicit shader variant (it must be in [`MatmulVariant::available`]).
@@ -131,14 +89,9 @@ pub fn prepare_matmul_variant(
     act: Activation,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    if !MatmulVariant::available(gpu).contains(&variant) {
-        return Err(Error::InvalidArgument {
-            op: OP,
-            what: format!("variant {variant:?} is not available on this device"),
-        });
-    }
-    let (shader, tile_m, tile_n) = variant.shader_and_tile();
-    super::check_workgroup_memory(gpu, OP, x.shape(), variant.workgroup_bytes())?;
+    variant.check_available(gpu, OP)?;
+    let (shader, tile_m, tile_n, workgroup_bytes) = variant_shader(variant);
+    super::check_workgroup_memory(gpu, OP, x.shape(), workgroup_bytes)?;
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "out", out, &[2, 3], DType::F32)?;
