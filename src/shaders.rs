@@ -13,18 +13,21 @@ pub enum Shader {
     AttentionSubgroup,
     /// shaders/layernorm.wgsl.
     Layernorm,
+    /// The layernorm for 8-wide subgroups without workgroup memory (lavapipe).
+    LayernormSubgroup,
     /// shaders/residual_add.wgsl.
     ResidualAdd,
 }
 
 impl Shader {
     /// Every shader, for validation tests and warm-up.
-    pub const ALL: [Shader; 6] = [
+    pub const ALL: [Shader; 7] = [
         Shader::Matmul,
         Shader::MatmulSubgroup,
         Shader::Attention,
         Shader::AttentionSubgroup,
         Shader::Layernorm,
+        Shader::LayernormSubgroup,
         Shader::ResidualAdd,
     ];
 
@@ -36,6 +39,7 @@ impl Shader {
             Shader::Attention => "attention",
             Shader::AttentionSubgroup => "attention_subgroup",
             Shader::Layernorm => "layernorm",
+            Shader::LayernormSubgroup => "layernorm_subgroup",
             Shader::ResidualAdd => "residual_add",
         }
     }
@@ -53,6 +57,7 @@ impl Shader {
             Shader::Attention => include_str!("../shaders/attention.wgsl"),
             Shader::AttentionSubgroup => include_str!("../shaders/attention_subgroup.wgsl"),
             Shader::Layernorm => include_str!("../shaders/layernorm.wgsl"),
+            Shader::LayernormSubgroup => include_str!("../shaders/layernorm_subgroup.wgsl"),
             Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
         }
     }

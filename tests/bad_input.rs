@@ -1,10 +1,11 @@
 //! Bad input to every op returns a typed error that names the op and the
 //! shapes; nothing panics and nothing is dispatched.
 
-use resformer::kernels::attention::{attention, AttentionConfig};
+use resformer::kernels::attention::{attention, prepare_attention_variant, AttentionConfig};
 use resformer::kernels::layernorm::layernorm;
 use resformer::kernels::matmul::{matmul, Activation};
 use resformer::kernels::residual_add::residual_add;
+use resformer::kernels::KernelVariant;
 use resformer::testing::{gpu_with, shared_gpu};
 use resformer::{DType, Error, Gpu, GpuOptions, Tensor};
 
@@ -158,7 +159,9 @@ fn a_kernel_over_the_workgroup_memory_limit_is_refused_with_the_limit() {
     };
     let cfg = AttentionConfig { batch: 1, seq: 4, heads: 1, head_dim: 8, batch_first: false, causal: false };
     let mut enc = gpu.encoder("bad");
-    let e = attention(&gpu, &mut enc, &t(&gpu, &[4, 24]), None, &cfg, &t(&gpu, &[4, 8])).unwrap_err();
+    // the tiled kernel's K and V tiles (the subgroup variant, chosen on lavapipe, has none)
+    let (qkv, out) = (t(&gpu, &[4, 24]), t(&gpu, &[4, 8]));
+    let e = prepare_attention_variant(&gpu, KernelVariant::Tiled, &qkv, None, &cfg, &out).err().unwrap();
     match &e {
         Error::LimitExceeded { op: "attention", needed: 16384, limit: 8192, limit_name, .. } => {
             assert_eq!(*limit_name, "max_compute_workgroup_storage_size")

@@ -1,7 +1,7 @@
 //! `layernorm`: out (rows, C) = LN(x) or, fused, LN(x + residual), per row
 //! with γ and β of length C (PyTorch `nn.LayerNorm(C, eps)`).
 
-use super::{check_operand, dispatch, expect_shape, grid_2d, Dispatch};
+use super::{check_operand, dispatch, expect_shape, grid_2d, Dispatch, KernelVariant};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
@@ -33,6 +33,29 @@ pub fn prepare_layernorm(
     eps: f32,
     out: &Tensor,
 ) -> Result<Dispatch> {
+    let variant = KernelVariant::for_device(gpu, "RESFORMER_LAYERNORM");
+    prepare_layernorm_variant(gpu, variant, x, residual, gamma, beta, eps, out)
+}
+
+/// [`prepare_layernorm`] with an explicit shader: [`KernelVariant::Tiled`] is
+/// shaders/layernorm.wgsl (a workgroup of 256 and tree reductions in workgroup memory),
+/// [`KernelVariant::Subgroup8`] shaders/layernorm_subgroup.wgsl (one subgroup per row, subgroupAdd).
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_layernorm_variant(
+    gpu: &Gpu,
+    variant: KernelVariant,
+    x: &Tensor,
+    residual: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    variant.check_available(gpu, OP)?;
+    let shader = match variant {
+        KernelVariant::Tiled => Shader::Layernorm,
+        KernelVariant::Subgroup8 => Shader::LayernormSubgroup,
+    };
     let ranks = [1, 2, 3];
     check_operand(gpu, OP, "x", x, &ranks, DType::F32)?;
     check_operand(gpu, OP, "out", out, &ranks, DType::F32)?;
@@ -64,7 +87,7 @@ pub fn prepare_layernorm(
     let res = residual.unwrap_or(x);
     dispatch(
         gpu,
-        Shader::Layernorm,
+        shader,
         &[x.buffer(), res.buffer(), gamma.buffer(), beta.buffer(), out.buffer()],
         bytemuck::bytes_of(&params),
         [gx, gy, 1],
@@ -111,27 +134,26 @@ mod tests {
         let tr = Tensor::from_f32(gpu, &shape, &r).unwrap();
         let tg = Tensor::from_f32(gpu, &[cols], &g).unwrap();
         let tb = Tensor::from_f32(gpu, &[cols], &b).unwrap();
-        let out = Tensor::empty(gpu, &shape, DType::F32).unwrap();
-        out.poison(gpu).unwrap();
-        let mut enc = gpu.encoder("test");
-        layernorm(gpu, &mut enc, &tx, fused.then_some(&tr), &tg, &tb, eps, &out).unwrap();
-        gpu.submit_and_wait(enc).unwrap();
         let mut want = vec![0.0; rows * cols];
         reference::layernorm::layernorm(&mut want, &x, fused.then_some(&r[..]), &g, &b, rows, cols, eps);
         let tol = if offset == 0.0 { LAYERNORM_TOL } else { LAYERNORM_OFFSET_TOL };
-        assert_close(
-            &format!("layernorm {rows}x{cols} fused={fused} offset={offset}"),
-            &out.read(gpu).unwrap(),
-            &want,
-            tol,
-        );
+        for v in KernelVariant::available(gpu) {
+            let out = Tensor::empty(gpu, &shape, DType::F32).unwrap();
+            out.poison(gpu).unwrap();
+            let mut enc = gpu.encoder("test");
+            prepare_layernorm_variant(gpu, v, &tx, fused.then_some(&tr), &tg, &tb, eps, &out).unwrap().record(&mut enc);
+            gpu.submit_and_wait(enc).unwrap();
+            let got = out.read(gpu).unwrap();
+            assert_close(&format!("layernorm {v:?} {rows}x{cols} fused={fused} offset={offset}"), &got, &want, tol);
+        }
     }
 
     #[test]
     fn layernorm_matches_reference() {
         let Some(gpu) = shared_gpu() else { return };
         let mut rng = Rng::new(5);
-        for (rows, cols) in [(1, 1), (1, 7), (7, 63), (65, 257), (3, 1031), (257, 24)] {
+        // 1031 and 2053 columns take the subgroup kernel's reload path (rows over 1024 values)
+        for (rows, cols) in [(1, 1), (1, 7), (7, 63), (65, 257), (3, 1031), (2, 2053), (257, 24)] {
             run_case(gpu, &mut rng, rows, cols, false, 0.0);
         }
         run_case(gpu, &mut rng, 9, 384, false, 100.0);
@@ -150,5 +172,6 @@ mod tests {
     #[test]
     fn layernorm_params_match_wgsl_layout() {
         crate::testing::assert_params_layout::<LayernormParams>(Shader::Layernorm);
+        crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormSubgroup);
     }
 }
