@@ -10,30 +10,12 @@
 // bindings: 0 qkv | 1 key_pad (batch, seq), or a dummy when has_key_pad = 0 | 2 out read_write | 3 params
 // dispatch: (ceil(seq / BQ), heads, batch); one invocation per query row, BQ per workgroup
 // assumes: D = head_dim <= DMAX; K and V tiles of BK keys are staged through workgroup memory
+// shared: Params and the bindings live in attention_io.wgsl, appended by src/shaders.rs.
+
 const BQ: u32 = 64u;
 const BK: u32 = 16u;
 const DMAX: u32 = 128u;
 const NEG_BIG: f32 = -3.0e38;
-
-struct Params {
-    seq: u32,
-    head_dim: u32,
-    row_seq: u32,
-    row_batch: u32,
-    qkv_stride: u32,
-    out_stride: u32,
-    q_off: u32,
-    k_off: u32,
-    v_off: u32,
-    causal: u32,
-    has_key_pad: u32,
-    scale: f32,
-}
-
-@group(0) @binding(0) var<storage, read> qkv: array<f32>;
-@group(0) @binding(1) var<storage, read> key_pad: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
 
 var<workgroup> ks: array<f32, BK * DMAX>;
 var<workgroup> vs: array<f32, BK * DMAX>;

@@ -9,29 +9,11 @@
 // assumes: the subgroup is exactly SG lanes (checked by the host), head_dim <= DMAX. The
 //   broadcasts below are unrolled for SG = 8. naga 30 takes the subgroup builtins without
 //   `enable subgroups;`.
+// shared: Params and the bindings live in attention_io.wgsl, appended by src/shaders.rs.
+
 const SG: u32 = 8u;
 const DMAX: u32 = 128u;
 const NEG_BIG: f32 = -3.0e38;
-
-struct Params {
-    seq: u32,
-    head_dim: u32,
-    row_seq: u32,
-    row_batch: u32,
-    qkv_stride: u32,
-    out_stride: u32,
-    q_off: u32,
-    k_off: u32,
-    v_off: u32,
-    causal: u32,
-    has_key_pad: u32,
-    scale: f32,
-}
-
-@group(0) @binding(0) var<storage, read> qkv: array<f32>;
-@group(0) @binding(1) var<storage, read> key_pad: array<u32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
 
 // Element d of part `off` (k_off or v_off) of head h for key j of batch b, or 0 past the edges.
 fn load_kv(b: u32, h: u32, j: u32, d: u32, off: u32) -> f32 {

@@ -4,33 +4,11 @@
 //           4 out (rows, C) read_write | 5 params
 // dispatch: (gx, gy, 1) workgroups, one per row, row = wg.y * gx + wg.x; WG invocations stride over C
 // assumes: WG is a power of two; two passes (mean, then squared deviations) accumulate in f32
+// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/shaders.rs.
+
 const WG: u32 = 256u;
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-    has_residual: u32,
-    groups_x: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> residual: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
-
 var<workgroup> partial: array<f32, WG>;
-
-fn load(i: u32) -> f32 {
-    var v = x[i];
-    if (p.has_residual != 0u) { v += residual[i]; }
-    return v;
-}
 
 // Sum of `v` over the workgroup (tree reduction); every invocation gets the total.
 fn workgroup_sum(v: f32, lane: u32) -> f32 {

@@ -5,32 +5,10 @@
 //   so they are loaded once; longer rows are loaded again for each pass.
 // dispatch: (gx, gy, 1) workgroups of SG invocations, one per row, row = wg.y * gx + wg.x
 // assumes: the subgroup is exactly SG lanes (checked by the host); two passes in f32.
+// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/shaders.rs.
+
 const SG: u32 = 8u;
 const CACHE: u32 = 128u;
-
-struct Params {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-    has_residual: u32,
-    groups_x: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> residual: array<f32>;
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
-
-fn load(i: u32) -> f32 {
-    var v = x[i];
-    if (p.has_residual != 0u) { v += residual[i]; }
-    return v;
-}
 
 @compute @workgroup_size(SG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {

@@ -47,17 +47,31 @@ impl Shader {
     /// The WGSL source.
     pub fn source(self) -> &'static str {
         match self {
-            // WGSL has no includes: both matmul shaders get the shared params, bindings and activation
+            // WGSL has no includes: each pair of variants gets its shared params and bindings appended
             Shader::Matmul => {
                 concat!(include_str!("../shaders/matmul.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
             }
             Shader::MatmulSubgroup => {
                 concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
             }
-            Shader::Attention => include_str!("../shaders/attention.wgsl"),
-            Shader::AttentionSubgroup => include_str!("../shaders/attention_subgroup.wgsl"),
-            Shader::Layernorm => include_str!("../shaders/layernorm.wgsl"),
-            Shader::LayernormSubgroup => include_str!("../shaders/layernorm_subgroup.wgsl"),
+            Shader::Attention => {
+                concat!(include_str!("../shaders/attention.wgsl"), include_str!("../shaders/attention_io.wgsl"))
+            }
+            Shader::AttentionSubgroup => {
+                concat!(
+                    include_str!("../shaders/attention_subgroup.wgsl"),
+                    include_str!("../shaders/attention_io.wgsl")
+                )
+            }
+            Shader::Layernorm => {
+                concat!(include_str!("../shaders/layernorm.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
+            }
+            Shader::LayernormSubgroup => {
+                concat!(
+                    include_str!("../shaders/layernorm_subgroup.wgsl"),
+                    include_str!("../shaders/layernorm_io.wgsl")
+                )
+            }
             Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
         }
     }
