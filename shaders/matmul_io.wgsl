@@ -1,5 +1,7 @@
-// matmul_io: what both matmul shaders share, appended to each of them by src/shaders.rs:
-// the params, the bindings (the contract in matmul.wgsl's header), and the fused activation.
+// matmul_io: what every matmul shader shares, appended to each of them by src/shaders.rs: the
+// params, the bias / out / params bindings, and the fused activation (0 none, 1 relu, 2 gelu, erf
+// form; the codes of `Activation` in src/kernels/matmul.rs). Each shader binds x (0) and w (1)
+// itself: the generated family reads them as vec4 when K % 4 == 0.
 
 struct Params {
     m: u32,
@@ -12,8 +14,6 @@ struct Params {
     _pad1: u32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;

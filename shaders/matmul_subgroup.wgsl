@@ -1,5 +1,6 @@
-// matmul_subgroup: the matmul contract of matmul.wgsl (out = act(x · wᵀ + bias), same bindings and
-//   params), for adapters whose subgroups are SG = 8 lanes wide: lavapipe. There every storage or
+// matmul_subgroup: the matmul contract of the tiled family (src/shaders/matmul_tile.rs: out =
+//   act(x · wᵀ + bias), same bindings and params), for adapters whose subgroups are SG = 8 lanes
+//   wide: lavapipe. There every storage or
 //   workgroup-memory load is a loop over the lanes (about 5 ns per lane-value on 2 cores, against
 //   well under 1 ns for an FMA) and a barrier switches coroutines, so this kernel has no workgroup
 //   memory, no barriers, and each x element is loaded once per subgroup and broadcast.
@@ -10,7 +11,10 @@
 // assumes: the subgroup is exactly SG lanes (checked by the host); ragged M, N, K read clamped
 //   indices and select zero, so every M, N, K >= 1 is exact. naga 30 takes the subgroup builtins
 //   without `enable subgroups;` (which it does not parse yet). The broadcasts below assume SG = 8.
-// shared: Params, the bindings and activate() live in matmul_io.wgsl, appended by src/shaders.rs.
+// shared: Params, the bias / out bindings and activate() live in matmul_io.wgsl, appended by src/shaders.rs.
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
 
 const SG: u32 = 8u;
 const RM: u32 = 8u;               // rows of out per subgroup

@@ -22,7 +22,7 @@ use crate::kernels::{record_all_timed, Dispatch};
 use crate::model::{cpu, BlockConfig, GpuStack, StackWeights};
 use crate::reference;
 use crate::tensor::{read_mapped_bytes, Tensor};
-use crate::testing::Rng;
+use crate::rng::Rng;
 
 /// What `--sizes` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

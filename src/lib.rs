@@ -37,9 +37,11 @@ pub mod kernels;
 pub mod model;
 pub mod raster;
 pub mod reference;
+pub mod rng;
 pub mod shaders;
 pub mod tensor;
 pub mod testing;
+pub mod tune;
 pub mod walkthrough;
 
 pub use device::{list_adapters, AdapterSummary, Gpu, GpuOptions};

@@ -1,10 +1,23 @@
-//! The WGSL sources, one per kernel stem, compiled into the binary.
+//! The WGSL sources, one per kernel stem, compiled into the binary; the tiled
+//! matmul family is generated from [`MatmulTile`] values.
+
+mod matmul_tile;
+
+use std::borrow::Cow;
+
+pub use matmul_tile::MatmulTile;
 
 /// One compute shader (`shaders/<stem>.wgsl`, entry point `main`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
-    /// shaders/matmul.wgsl, the tiled matmul.
-    Matmul,
+    /// The register-tiled matmul of one [`MatmulTile`] (generated), x and w read as vec4
+    /// (K % 4 == 0) or as scalars.
+    Matmul {
+        /// The tile configuration.
+        tile: MatmulTile,
+        /// x and w bound as `array<vec4<f32>>`.
+        vec4: bool,
+    },
     /// The matmul for 8-wide subgroups without workgroup memory (lavapipe).
     MatmulSubgroup,
     /// shaders/attention.wgsl.
@@ -20,9 +33,14 @@ pub enum Shader {
 }
 
 impl Shader {
-    /// Every shader, for validation tests and warm-up.
-    pub const ALL: [Shader; 7] = [
-        Shader::Matmul,
+    /// Every shader, each matmul configuration in both load widths: for validation tests.
+    pub fn all() -> Vec<Shader> {
+        let tiles = MatmulTile::FAMILY.iter().flat_map(|&tile| [false, true].map(|vec4| Shader::Matmul { tile, vec4 }));
+        tiles.chain(Self::FIXED).collect()
+    }
+
+    /// The shaders written by hand in shaders/.
+    const FIXED: [Shader; 6] = [
         Shader::MatmulSubgroup,
         Shader::Attention,
         Shader::AttentionSubgroup,
@@ -34,7 +52,7 @@ impl Shader {
     /// The kernel stem: file name, op name, bench group.
     pub fn name(self) -> &'static str {
         match self {
-            Shader::Matmul => "matmul",
+            Shader::Matmul { .. } => "matmul",
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::Attention => "attention",
             Shader::AttentionSubgroup => "attention_subgroup",
@@ -45,12 +63,10 @@ impl Shader {
     }
 
     /// The WGSL source.
-    pub fn source(self) -> &'static str {
-        match self {
-            // WGSL has no includes: each pair of variants gets its shared params and bindings appended
-            Shader::Matmul => {
-                concat!(include_str!("../shaders/matmul.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
-            }
+    pub fn source(self) -> Cow<'static, str> {
+        // WGSL has no includes: each family of variants gets its shared params and bindings appended
+        Cow::Borrowed(match self {
+            Shader::Matmul { tile, vec4 } => return (tile.wgsl(vec4) + include_str!("../shaders/matmul_io.wgsl")).into(),
             Shader::MatmulSubgroup => {
                 concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
             }
@@ -58,22 +74,16 @@ impl Shader {
                 concat!(include_str!("../shaders/attention.wgsl"), include_str!("../shaders/attention_io.wgsl"))
             }
             Shader::AttentionSubgroup => {
-                concat!(
-                    include_str!("../shaders/attention_subgroup.wgsl"),
-                    include_str!("../shaders/attention_io.wgsl")
-                )
+                concat!(include_str!("../shaders/attention_subgroup.wgsl"), include_str!("../shaders/attention_io.wgsl"))
             }
             Shader::Layernorm => {
                 concat!(include_str!("../shaders/layernorm.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
             }
             Shader::LayernormSubgroup => {
-                concat!(
-                    include_str!("../shaders/layernorm_subgroup.wgsl"),
-                    include_str!("../shaders/layernorm_io.wgsl")
-                )
+                concat!(include_str!("../shaders/layernorm_subgroup.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
             }
             Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
-        }
+        })
     }
 }
 
@@ -85,17 +95,18 @@ mod tests {
     use naga::valid::{Capabilities, ValidationFlags, Validator};
 
     fn validated(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
-        let module = naga::front::wgsl::parse_str(shader.source())
-            .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
+        let src = shader.source();
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&src)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
+            .unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&src)));
         (module, info)
     }
 
     #[test]
     fn every_shader_parses_and_validates() {
-        for s in Shader::ALL {
+        for s in Shader::all() {
             let (module, _) = validated(s);
             assert!(module.entry_points.iter().any(|e| e.name == "main"), "{} has no `main`", s.name());
         }
@@ -103,7 +114,7 @@ mod tests {
 
     #[test]
     fn every_shader_translates_to_spirv() {
-        for s in Shader::ALL {
+        for s in Shader::all() {
             let (module, info) = validated(s);
             let words = spv::write_vec(&module, &info, &spv::Options::default(), None)
                 .unwrap_or_else(|e| panic!("{} -> SPIR-V: {e}", s.name()));
@@ -113,7 +124,7 @@ mod tests {
 
     #[test]
     fn every_shader_translates_to_msl() {
-        for s in Shader::ALL {
+        for s in Shader::all() {
             let (module, info) = validated(s);
             let (src, _) =
                 msl::write_string(&module, &info, &msl::Options::default(), &msl::PipelineOptions::default())
@@ -124,7 +135,7 @@ mod tests {
 
     #[test]
     fn every_shader_translates_to_hlsl() {
-        for s in Shader::ALL {
+        for s in Shader::all() {
             let (module, info) = validated(s);
             let mut src = String::new();
             let options = hlsl::Options::default();

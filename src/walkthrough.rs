@@ -30,7 +30,7 @@ use crate::kernels::matmul::{matmul, Activation};
 use crate::raster::Canvas;
 use crate::reference;
 use crate::tensor::{DType, Tensor};
-use crate::testing::Rng;
+use crate::rng::Rng;
 
 /// One head's view of a sentence.
 pub struct Walkthrough {

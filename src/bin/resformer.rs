@@ -9,7 +9,8 @@ use resformer::kernels::matmul::Activation;
 use resformer::model::io::{write_f32, TensorFile};
 use resformer::model::minilm::SentenceEmbedder;
 use resformer::model::{cpu, Backend, BlockConfig, InputShape, Stack, StackWeights};
-use resformer::testing::{compare, Rng, Tol};
+use resformer::rng::Rng;
+use resformer::testing::{compare, Tol};
 use resformer::walkthrough::Walkthrough;
 use resformer::Error;
 

@@ -4,21 +4,78 @@
 use super::{check_groups, check_operand, dispatch, Dispatch, KernelVariant};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::shaders::Shader;
+use crate::shaders::{MatmulTile, Shader};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "matmul";
 
-/// Which matmul shader runs: [`KernelVariant::Tiled`] is shaders/matmul.wgsl (64 x 64 tiles
-/// staged through workgroup memory, 4 x 4 per invocation), [`KernelVariant::Subgroup8`] is
-/// shaders/matmul_subgroup.wgsl (no workgroup memory, x shared by subgroup broadcasts).
-pub type MatmulVariant = KernelVariant;
+/// Which matmul shader runs: one configuration of the generated register-tiled family
+/// (src/shaders/matmul_tile.rs; workgroup-memory tiles, the GPU kernel), or
+/// shaders/matmul_subgroup.wgsl (no workgroup memory, x shared by subgroup broadcasts: lavapipe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// The tiled family, in this configuration.
+    Tiled(MatmulTile),
+    /// The 8-wide-subgroup kernel.
+    Subgroup8,
+}
 
-/// (shader, output rows per workgroup, output columns per workgroup, workgroup memory bytes)
-fn variant_shader(v: KernelVariant) -> (Shader, usize, usize, u64) {
-    match v {
-        KernelVariant::Tiled => (Shader::Matmul, 64, 64, 2 * 16 * 64 * 4),
-        KernelVariant::Subgroup8 => (Shader::MatmulSubgroup, 8, 16, 0),
+impl MatmulVariant {
+    /// Variants this device can run: every family configuration within its workgroup limits,
+    /// and the subgroup kernel where subgroups are 8 wide.
+    pub fn available(gpu: &Gpu) -> Vec<MatmulVariant> {
+        let l = gpu.limits();
+        let mut v: Vec<MatmulVariant> = MatmulTile::FAMILY
+            .into_iter()
+            .filter(|t| {
+                let (x, y) = t.workgroup();
+                t.threads() <= l.max_compute_invocations_per_workgroup
+                    && x <= l.max_compute_workgroup_size_x
+                    && y <= l.max_compute_workgroup_size_y
+                    && t.workgroup_bytes() <= l.max_compute_workgroup_storage_size as u64
+            })
+            .map(MatmulVariant::Tiled)
+            .collect();
+        if KernelVariant::available(gpu).contains(&KernelVariant::Subgroup8) {
+            v.push(MatmulVariant::Subgroup8);
+        }
+        v
+    }
+
+    /// Parses `RESFORMER_MATMUL`'s values: `subgroup8`, `tiled` (the default tile) or a tile name.
+    pub fn parse(s: &str) -> Option<MatmulVariant> {
+        match s {
+            "subgroup8" => Some(MatmulVariant::Subgroup8),
+            "tiled" => Some(MatmulVariant::Tiled(MatmulTile::DEFAULT)),
+            _ => MatmulTile::parse(s).map(MatmulVariant::Tiled),
+        }
+    }
+
+    /// The variant [`prepare_matmul`] runs for an (M, N, K) product: `RESFORMER_MATMUL` when set
+    /// and available; else the subgroup kernel on software adapters that can run it; else the
+    /// tile the tuner chose for this shape class ([`crate::tune`]).
+    pub fn for_shape(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulVariant {
+        let available = Self::available(gpu);
+        if let Some(v) = std::env::var("RESFORMER_MATMUL").ok().as_deref().and_then(Self::parse) {
+            if available.contains(&v) {
+                return v;
+            }
+        }
+        if gpu.adapter().is_software() && available.contains(&MatmulVariant::Subgroup8) {
+            return MatmulVariant::Subgroup8;
+        }
+        MatmulVariant::Tiled(crate::tune::matmul_tile(gpu, m, n, k))
+    }
+
+    /// (shader, output rows per workgroup, output columns per workgroup, workgroup memory bytes)
+    fn shader(self, k: usize) -> (Shader, usize, usize, u64) {
+        match self {
+            MatmulVariant::Tiled(tile) => {
+                let shader = Shader::Matmul { tile, vec4: k % 4 == 0 };
+                (shader, tile.bm as usize, tile.bn as usize, tile.workgroup_bytes())
+            }
+            MatmulVariant::Subgroup8 => (Shader::MatmulSubgroup, 8, 16, 0),
+        }
     }
 }
 
@@ -35,7 +92,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn code(self) -> u32 {
+    /// The code `activate()` in shaders/matmul_io.wgsl switches on.
+    pub(crate) fn code(self) -> u32 {
         match self {
             Activation::None => 0,
             Activation::Relu => 1,
@@ -76,7 +134,11 @@ pub fn prepare_matmul(
     act: Activation,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    prepare_matmul_variant(gpu, KernelVariant::for_device(gpu, "RESFORMER_MATMUL"), x, w, bias, act, out)
+    check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
+    check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
+    let (_, m, k) = batch_rows_cols(x.shape());
+    let n = batch_rows_cols(w.shape()).1;
+    prepare_matmul_variant(gpu, MatmulVariant::for_shape(gpu, m, n, k), x, w, bias, act, out)
 }
 
 /// [`prepare_matmul`] with an explicit shader variant (it must be in [`MatmulVariant::available`]).
@@ -89,14 +151,19 @@ pub fn prepare_matmul_variant(
     act: Activation,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    variant.check_available(gpu, OP)?;
-    let (shader, tile_m, tile_n, workgroup_bytes) = variant_shader(variant);
-    super::check_workgroup_memory(gpu, OP, x.shape(), workgroup_bytes)?;
+    if !MatmulVariant::available(gpu).contains(&variant) {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            what: format!("variant {variant:?} is not available on this device"),
+        });
+    }
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "out", out, &[2, 3], DType::F32)?;
     let (batch, m, k) = batch_rows_cols(x.shape());
     let (wb, n, wk) = batch_rows_cols(w.shape());
+    let (shader, tile_m, tile_n, workgroup_bytes) = variant.shader(k);
+    super::check_workgroup_memory(gpu, OP, x.shape(), workgroup_bytes)?;
     let w_batched = w.shape().len() == 3;
     if wk != k || (w_batched && wb != batch) {
         let expected = if w_batched { vec![batch, n, k] } else { vec![n, k] };
@@ -196,9 +263,10 @@ mod tests {
             let dims = [1usize, 7, 63, 65, 257];
             for &m in &dims {
                 for &n in &dims {
-                    for &k in &[1usize, 7, 63, 65, 257] {
+                    // odd K reads scalars, K % 4 == 0 takes the family's vec4 loads
+                    for &k in &[1usize, 4, 7, 63, 68, 257] {
                         // keep the lavapipe bill small: skip the largest cubes
-                        if m * n * k > 257 * 257 * 65 {
+                        if m * n * k > 257 * 257 * 68 {
                             continue;
                         }
                         run_case(gpu, v, &mut rng, 1, m, n, k, false, true, Activation::None);
@@ -206,6 +274,7 @@ mod tests {
                 }
             }
             run_case(gpu, v, &mut rng, 1, 257, 257, 257, false, true, Activation::None);
+            run_case(gpu, v, &mut rng, 1, 130, 129, 256, false, true, Activation::None);
         }
     }
 
@@ -217,6 +286,7 @@ mod tests {
             run_case(gpu, v, &mut rng, 3, 65, 7, 63, false, true, Activation::None);
             run_case(gpu, v, &mut rng, 5, 17, 33, 9, true, false, Activation::None);
             run_case(gpu, v, &mut rng, 2, 1, 1, 1, true, true, Activation::None);
+            run_case(gpu, v, &mut rng, 3, 33, 70, 20, true, true, Activation::None);
         }
     }
 
@@ -228,22 +298,29 @@ mod tests {
             for act in [Activation::Relu, Activation::Gelu] {
                 run_case(gpu, v, &mut rng, 1, 70, 67, 33, false, true, act);
                 run_case(gpu, v, &mut rng, 2, 9, 130, 5, false, false, act);
+                run_case(gpu, v, &mut rng, 1, 131, 9, 36, false, true, act);
             }
         }
     }
 
     #[test]
     fn matmul_params_match_wgsl_layout() {
-        crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul);
+        for tile in MatmulTile::FAMILY {
+            for vec4 in [false, true] {
+                crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul { tile, vec4 });
+            }
+        }
         crate::testing::assert_params_layout::<MatmulParams>(Shader::MatmulSubgroup);
     }
 
     #[test]
     fn matmul_runs_every_variant_on_a_software_adapter_with_subgroups() {
-        // guards against the variant list silently shrinking to the tiled kernel on lavapipe
+        // guards against the variant list (so the parity tests above) silently shrinking on lavapipe
         let Some(gpu) = shared_gpu() else { return };
         if gpu.adapter().is_software() && gpu.features().contains(wgpu::Features::SUBGROUP) {
-            assert_eq!(MatmulVariant::available(gpu), vec![MatmulVariant::Tiled, MatmulVariant::Subgroup8]);
+            let mut want: Vec<MatmulVariant> = MatmulTile::FAMILY.into_iter().map(MatmulVariant::Tiled).collect();
+            want.push(MatmulVariant::Subgroup8);
+            assert_eq!(MatmulVariant::available(gpu), want);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::io::TensorFile;
 use crate::error::{Error, Result};
-use crate::testing::Rng;
+use crate::rng::Rng;
 
 /// One block's parameters, row-major, in PyTorch's layouts.
 #[derive(Clone, Debug, PartialEq)]

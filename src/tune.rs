@@ -1,0 +1,267 @@
+//! Autotuning: which [`MatmulTile`] runs a given matmul shape on this adapter.
+//!
+//! No single tile wins every size (on an H200, 128x64x16/8x4 led at 1024³ and
+//! 128x128x8/8x8 at 4096³), and a GPU nobody here has measured must still end
+//! up on its best configuration. So, on a hardware adapter, the first matmul of
+//! each *shape class* (M, N, K each rounded up to a power of two) times every
+//! candidate on that very shape with timestamp queries, keeps the fastest, and
+//! writes the choice to a cache file keyed by adapter, driver and resformer
+//! version; later processes read it and time nothing.
+//!
+//! `RESFORMER_TUNE=off` uses [`MatmulTile::DEFAULT`] everywhere, `on` tunes even
+//! on software adapters, unset (or `auto`) tunes on hardware adapters only.
+//! The cache is `$RESFORMER_CACHE_DIR/tune.json`, else
+//! `$XDG_CACHE_HOME/resformer/tune.json`, else `~/.cache/resformer/tune.json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::bench::{median, time_gpu};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::kernels::matmul::{prepare_matmul_variant, Activation, MatmulVariant};
+use crate::rng::Rng;
+use crate::shaders::MatmulTile;
+use crate::tensor::{DType, Tensor};
+
+/// When the tuner times candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TuneMode {
+    /// Never: the built-in default tile.
+    Off,
+    /// On every adapter, software ones included.
+    On,
+    /// On hardware adapters (the default).
+    Auto,
+}
+
+impl TuneMode {
+    /// From `RESFORMER_TUNE` (`off`, `on`, `auto`; unset is `auto`).
+    pub fn from_env() -> TuneMode {
+        match std::env::var("RESFORMER_TUNE").as_deref() {
+            Ok("off") | Ok("0") => TuneMode::Off,
+            Ok("on") | Ok("1") => TuneMode::On,
+            _ => TuneMode::Auto,
+        }
+    }
+
+    /// Whether this mode tunes on `gpu`.
+    pub fn tunes(self, gpu: &Gpu) -> bool {
+        match self {
+            TuneMode::Off => false,
+            TuneMode::On => true,
+            TuneMode::Auto => !gpu.adapter().is_software(),
+        }
+    }
+}
+
+/// The shape class of an (M, N, K) product: each dimension rounded up to a power of two.
+pub fn matmul_class(m: usize, n: usize, k: usize) -> String {
+    format!("matmul m{}n{}k{}", m.next_power_of_two(), n.next_power_of_two(), k.next_power_of_two())
+}
+
+/// What identifies an adapter's choices: name, driver, driver version, resformer version.
+pub fn device_key(gpu: &Gpu) -> String {
+    let a = gpu.adapter();
+    format!("{} | {:?} | {} | {} | resformer {}", a.name, a.backend, a.driver, a.driver_info, env!("CARGO_PKG_VERSION"))
+}
+
+/// Where the choices are kept between processes (None: no home or cache directory).
+pub fn cache_path() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = env("RESFORMER_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("resformer")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("resformer")))?;
+    Some(dir.join("tune.json"))
+}
+
+/// The cache file: device key -> shape class -> tile name.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TuneCache {
+    /// Choices per device key.
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl TuneCache {
+    /// Reads `path`; a missing or unreadable file is an empty cache (it is only a cache).
+    pub fn load(path: &std::path::Path) -> TuneCache {
+        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Writes `path` (through a temporary file, so a reader never sees half of it).
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), source: e };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension(format!("json.{}", std::process::id()));
+        let text = serde_json::to_string_pretty(self).expect("maps of strings serialise");
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+/// One candidate's measurement.
+#[derive(Clone, Debug)]
+pub struct TuneRow {
+    /// The configuration.
+    pub tile: MatmulTile,
+    /// Median GPU time of one matmul, ms.
+    pub ms: f64,
+    /// 2·M·N·K / time.
+    pub gflops: f64,
+}
+
+/// Times every tile of `tiles` that `gpu` can run on one seeded (M, N, K) product with
+/// bias; fastest first. `runs` timed repetitions each, after a warm-up.
+pub fn measure_matmul(
+    gpu: &Gpu,
+    (m, n, k): (usize, usize, usize),
+    tiles: &[MatmulTile],
+    runs: usize,
+) -> Result<Vec<TuneRow>> {
+    let mut rng = Rng::new(0x7e57);
+    let x = Tensor::from_f32(gpu, &[m, k], &rng.vec(m * k, -1.0, 1.0))?;
+    let w = Tensor::from_f32(gpu, &[n, k], &rng.vec(n * k, -1.0, 1.0))?;
+    let b = Tensor::from_f32(gpu, &[n], &rng.vec(n, -1.0, 1.0))?;
+    let out = Tensor::empty(gpu, &[m, n], DType::F32)?;
+    let available = MatmulVariant::available(gpu);
+    let mut rows = Vec::new();
+    for &tile in tiles {
+        if !available.contains(&MatmulVariant::Tiled(tile)) {
+            continue;
+        }
+        let d = prepare_matmul_variant(gpu, MatmulVariant::Tiled(tile), &x, &w, Some(&b), Activation::None, &out)?;
+        let (times, _) = time_gpu(gpu, std::slice::from_ref(&d), runs.max(1))?;
+        let ms = median(&times);
+        rows.push(TuneRow { tile, ms, gflops: 2.0 * (m * n * k) as f64 / (ms.max(1e-9) * 1e6) });
+    }
+    rows.sort_by(|a, b| a.ms.total_cmp(&b.ms));
+    Ok(rows)
+}
+
+/// Choices made or read in this process, per device key and class.
+static CHOICES: Mutex<Option<HashMap<String, HashMap<String, MatmulTile>>>> = Mutex::new(None);
+
+/// The tile `prepare_matmul` uses for an (M, N, K) product on `gpu`: the cached choice of its
+/// class; else, when this adapter tunes ([`TuneMode`]), the fastest candidate measured now
+/// (and cached); else [`MatmulTile::DEFAULT`]. A failed measurement falls back to the default.
+pub fn matmul_tile(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulTile {
+    let mode = TuneMode::from_env();
+    if mode == TuneMode::Off {
+        return MatmulTile::DEFAULT;
+    }
+    let (key, class) = (device_key(gpu), matmul_class(m, n, k));
+    let mut guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
+    let choices = guard.get_or_insert_with(|| load_choices(cache_path()));
+    if let Some(t) = choices.get(&key).and_then(|c| c.get(&class)) {
+        return *t;
+    }
+    if !mode.tunes(gpu) {
+        return MatmulTile::DEFAULT;
+    }
+    let started = std::time::Instant::now();
+    let tile = match measure_matmul(gpu, (m, n, k), &MatmulTile::FAMILY, 5) {
+        Ok(rows) if !rows.is_empty() => rows[0].tile,
+        _ => MatmulTile::DEFAULT,
+    };
+    eprintln!(
+        "resformer: tuned {class} on {}: {tile} ({:.0} ms; cached, RESFORMER_TUNE=off skips)",
+        gpu.adapter().name,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    choices.entry(key.clone()).or_default().insert(class.clone(), tile);
+    if let Some(path) = cache_path() {
+        let mut file = TuneCache::load(&path);
+        file.devices.entry(key).or_default().insert(class, tile.name());
+        if let Err(e) = file.save(&path) {
+            eprintln!("resformer: could not write the tuning cache: {e}");
+        }
+    }
+    tile
+}
+
+/// Reads every valid choice of the cache file at `path`.
+fn load_choices(path: Option<PathBuf>) -> HashMap<String, HashMap<String, MatmulTile>> {
+    let Some(path) = path else { return HashMap::new() };
+    TuneCache::load(&path)
+        .devices
+        .into_iter()
+        .map(|(dev, classes)| {
+            let tiles = classes.into_iter().filter_map(|(c, t)| MatmulTile::parse(&t).map(|t| (c, t))).collect();
+            (dev, tiles)
+        })
+        .collect()
+}
+
+/// The shapes `resformer tune` measures: the stack's own matmuls at the large bench size
+/// (L12 e768 f3072, 4096 tokens) and the square cubes of the kernel bench.
+pub const TUNE_SHAPES: [(usize, usize, usize); 6] =
+    [(4096, 2304, 768), (4096, 768, 768), (4096, 3072, 768), (4096, 768, 3072), (1024, 1024, 1024), (4096, 4096, 4096)];
+
+/// Measures every candidate on each of `shapes`, stores each class's winner in the cache
+/// file and in this process, and returns the tables (`resformer tune`).
+pub fn tune(gpu: &Gpu, shapes: &[(usize, usize, usize)], runs: usize) -> Result<Vec<((usize, usize, usize), Vec<TuneRow>)>> {
+    let key = device_key(gpu);
+    let path = cache_path();
+    let mut file = path.as_deref().map(TuneCache::load).unwrap_or_default();
+    let mut out = Vec::new();
+    for &shape in shapes {
+        let rows = measure_matmul(gpu, shape, &MatmulTile::FAMILY, runs)?;
+        if let Some(best) = rows.first() {
+            let class = matmul_class(shape.0, shape.1, shape.2);
+            file.devices.entry(key.clone()).or_default().insert(class.clone(), best.tile.name());
+            let mut guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
+            let choices = guard.get_or_insert_with(|| load_choices(path.clone()));
+            choices.entry(key.clone()).or_default().insert(class, best.tile);
+        }
+        out.push((shape, rows));
+    }
+    if let Some(p) = &path {
+        file.save(p)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::shared_gpu;
+
+    #[test]
+    fn classes_round_each_dimension_up_to_a_power_of_two() {
+        assert_eq!(matmul_class(4096, 2304, 768), "matmul m4096n4096k1024");
+        assert_eq!(matmul_class(1, 7, 64), "matmul m1n8k64");
+        assert_ne!(matmul_class(512, 512, 512), matmul_class(513, 512, 512));
+    }
+
+    #[test]
+    fn cache_round_trips_and_a_broken_file_is_empty() {
+        let dir = std::env::temp_dir().join(format!("resformer-tune-test-{}", std::process::id()));
+        let path = dir.join("tune.json");
+        let mut c = TuneCache::default();
+        c.devices.entry("dev".into()).or_default().insert("matmul m8n8k8".into(), "64x64x16/4x4".into());
+        c.save(&path).unwrap();
+        assert_eq!(TuneCache::load(&path), c);
+        let read = load_choices(Some(path.clone()));
+        assert_eq!(read["dev"]["matmul m8n8k8"], MatmulTile::FAMILY[0]);
+        std::fs::write(&path, "{ not json").unwrap();
+        assert_eq!(TuneCache::load(&path), TuneCache::default());
+        // an unknown tile name in the file is ignored, never run
+        std::fs::write(&path, r#"{"devices":{"dev":{"matmul m8n8k8":"9x9x9/3x3"}}}"#).unwrap();
+        assert!(load_choices(Some(path)).get("dev").is_none_or(|c| c.is_empty()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn measuring_ranks_every_available_candidate_fastest_first() {
+        // the tuner's timing path, on whatever adapter the tests have (lavapipe in CI)
+        let Some(gpu) = shared_gpu() else { return };
+        let rows = measure_matmul(gpu, (33, 40, 20), &MatmulTile::FAMILY, 1).unwrap();
+        let expected = MatmulVariant::available(gpu).iter().filter(|v| matches!(v, MatmulVariant::Tiled(_))).count();
+        assert_eq!(rows.len(), expected);
+        assert!(rows.windows(2).all(|w| w[0].ms <= w[1].ms));
+        assert!(rows.iter().all(|r| r.ms > 0.0 && r.gflops.is_finite()));
+    }
+}
