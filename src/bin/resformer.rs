@@ -31,11 +31,12 @@ commands:
              resformer embed --model models/all-MiniLM-L6-v2 [--json] [--backend auto|gpu|cpu] SENTENCE...
              resformer embed --model DIR --speed [--batch 32] [--backend B]: sentences/s on ~128-token
                  sentences, GPU path then CPU path unless --backend picks one
-             resformer embed --model DIR --speed [--batch 32] [--backend B]: sentences/s on ~128-token
-                 sentences, GPU path then CPU path unless --backend picks one
   bench      time every kernel, the block and the stack on the GPU against the CPU reference
              resformer bench [--kernel matmul|attention|layernorm|residual_add|block|stack|all]
                  [--sizes small|medium|large] [--json FILE] [--compare FILE] [--runs 10] [--cpu-budget 2e10]
+  tune       time every matmul tile configuration on this adapter, per shape class, and cache the
+             fastest (done on first use on hardware GPUs anyway; RESFORMER_TUNE=off|on|auto)
+             resformer tune [--sizes small|large] [--runs 5]   (large: the L12 e768 stack's shapes, 1024^3, 4096^3)
   devices    list every adapter wgpu sees and mark the one resformer would use
 
 environment: WGPU_BACKEND (vulkan, gl, metal, dx12) limits the backends searched;
@@ -490,6 +491,34 @@ fn bench(args: &[String]) -> CliResult {
     Ok(())
 }
 
+fn tune(args: &[String]) -> CliResult {
+    use resformer::tune;
+    let o = Opts::parse(args, &["sizes", "runs"], &[])?;
+    let gpu = resformer::Gpu::new()?;
+    let default = if gpu.adapter().is_software() { "small" } else { "large" };
+    let shapes: Vec<(usize, usize, usize)> = match o.get("sizes").unwrap_or(default) {
+        "large" => tune::TUNE_SHAPES.to_vec(),
+        "small" => vec![(128, 128, 128), (256, 96, 64), (65, 257, 36)],
+        other => return Err(Usage(format!("--sizes {other:?}: expected small or large")).into()),
+    };
+    let runs: usize = o.num("runs", 5)?;
+    println!("adapter: {}", gpu.adapter().label());
+    let start = Instant::now();
+    let tables = tune::tune(&gpu, &shapes, runs)?;
+    for ((m, n, k), rows) in &tables {
+        println!("{m}x{n}x{k} ({}):", tune::matmul_class(*m, *n, *k));
+        for (i, r) in rows.iter().enumerate() {
+            let mark = if i == 0 { "  <- chosen" } else { "" };
+            println!("  {:<14} {:>10.3} ms {:>10.1} GFLOP/s{mark}", r.tile.name(), r.ms, r.gflops);
+        }
+    }
+    match tune::cache_path() {
+        Some(p) => println!("cached in {} ({:.1} s)", p.display(), start.elapsed().as_secs_f64()),
+        None => println!("not cached: no HOME, XDG_CACHE_HOME or RESFORMER_CACHE_DIR"),
+    }
+    Ok(())
+}
+
 fn devices() -> CliResult {
     let (adapters, chosen) = resformer::list_adapters();
     if adapters.is_empty() {
@@ -515,6 +544,7 @@ fn main() -> ExitCode {
         Some("attention") => attention_walkthrough(rest),
         Some("embed") => embed(rest),
         Some("bench") => bench(rest),
+        Some("tune") => tune(rest),
         Some("devices") => devices(),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
