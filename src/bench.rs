@@ -21,8 +21,8 @@ use crate::kernels::residual_add::prepare_residual_add;
 use crate::kernels::{record_all_timed, Dispatch};
 use crate::model::{cpu, BlockConfig, GpuStack, StackWeights};
 use crate::reference;
-use crate::tensor::{read_mapped_bytes, Tensor};
 use crate::rng::Rng;
+use crate::tensor::{read_mapped_bytes, Tensor};
 
 /// What `--sizes` selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,6 +24,11 @@ pub enum Shader {
     Attention,
     /// The attention for 8-wide subgroups without workgroup memory (lavapipe).
     AttentionSubgroup,
+    /// shaders/attention_flash.wgsl, for head dims up to `dmax` (32, 64 or 128).
+    AttentionFlash {
+        /// The largest head dim this build holds (a multiple of 16).
+        dmax: u32,
+    },
     /// shaders/layernorm.wgsl.
     Layernorm,
     /// The layernorm for 8-wide subgroups without workgroup memory (lavapipe).
@@ -36,7 +41,8 @@ impl Shader {
     /// Every shader, each matmul configuration in both load widths: for validation tests.
     pub fn all() -> Vec<Shader> {
         let tiles = MatmulTile::FAMILY.iter().flat_map(|&tile| [false, true].map(|vec4| Shader::Matmul { tile, vec4 }));
-        tiles.chain(Self::FIXED).collect()
+        let flash = [32, 64, 128].map(|dmax| Shader::AttentionFlash { dmax });
+        tiles.chain(flash).chain(Self::FIXED).collect()
     }
 
     /// The shaders written by hand in shaders/.
@@ -56,6 +62,7 @@ impl Shader {
             Shader::MatmulSubgroup => "matmul_subgroup",
             Shader::Attention => "attention",
             Shader::AttentionSubgroup => "attention_subgroup",
+            Shader::AttentionFlash { .. } => "attention_flash",
             Shader::Layernorm => "layernorm",
             Shader::LayernormSubgroup => "layernorm_subgroup",
             Shader::ResidualAdd => "residual_add",
@@ -66,25 +73,47 @@ impl Shader {
     pub fn source(self) -> Cow<'static, str> {
         // WGSL has no includes: each family of variants gets its shared params and bindings appended
         Cow::Borrowed(match self {
-            Shader::Matmul { tile, vec4 } => return (tile.wgsl(vec4) + include_str!("../shaders/matmul_io.wgsl")).into(),
+            Shader::Matmul { tile, vec4 } => {
+                return (tile.wgsl(vec4) + include_str!("../shaders/matmul_io.wgsl")).into()
+            }
             Shader::MatmulSubgroup => {
                 concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
+            }
+            Shader::AttentionFlash { dmax } => {
+                let consts = format!("const DMAX: u32 = {dmax}u;\nconst BKV: u32 = {}u;\n", flash_keys_per_tile(dmax));
+                let body = concat!(
+                    include_str!("../shaders/attention_flash.wgsl"),
+                    include_str!("../shaders/attention_io.wgsl")
+                );
+                return (consts + body).into();
             }
             Shader::Attention => {
                 concat!(include_str!("../shaders/attention.wgsl"), include_str!("../shaders/attention_io.wgsl"))
             }
             Shader::AttentionSubgroup => {
-                concat!(include_str!("../shaders/attention_subgroup.wgsl"), include_str!("../shaders/attention_io.wgsl"))
+                concat!(
+                    include_str!("../shaders/attention_subgroup.wgsl"),
+                    include_str!("../shaders/attention_io.wgsl")
+                )
             }
             Shader::Layernorm => {
                 concat!(include_str!("../shaders/layernorm.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
             }
             Shader::LayernormSubgroup => {
-                concat!(include_str!("../shaders/layernorm_subgroup.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
+                concat!(
+                    include_str!("../shaders/layernorm_subgroup.wgsl"),
+                    include_str!("../shaders/layernorm_io.wgsl")
+                )
             }
             Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
         })
     }
+}
+
+/// Keys per staged tile of the flash attention for head dims up to `dmax`: 64, or fewer so
+/// that the K and V tiles (2 · BKV · DMAX f32) fit 32 KiB.
+pub fn flash_keys_per_tile(dmax: u32) -> u32 {
+    (4096 / dmax).min(64)
 }
 
 #[cfg(test)]
@@ -96,8 +125,8 @@ mod tests {
 
     fn validated(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
         let src = shader.source();
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&src)));
+        let module =
+            naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&src)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&src)));

@@ -29,8 +29,8 @@ use crate::kernels::attention::{attention, AttentionConfig, MAX_HEAD_DIM};
 use crate::kernels::matmul::{matmul, Activation};
 use crate::raster::Canvas;
 use crate::reference;
-use crate::tensor::{DType, Tensor};
 use crate::rng::Rng;
+use crate::tensor::{DType, Tensor};
 
 /// One head's view of a sentence.
 pub struct Walkthrough {

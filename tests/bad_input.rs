@@ -1,11 +1,10 @@
 //! Bad input to every op returns a typed error that names the op and the
 //! shapes; nothing panics and nothing is dispatched.
 
-use resformer::kernels::attention::{attention, prepare_attention_variant, AttentionConfig};
+use resformer::kernels::attention::{attention, prepare_attention_variant, AttentionConfig, AttentionVariant};
 use resformer::kernels::layernorm::layernorm;
 use resformer::kernels::matmul::{matmul, Activation};
 use resformer::kernels::residual_add::residual_add;
-use resformer::kernels::KernelVariant;
 use resformer::testing::{gpu_with, shared_gpu};
 use resformer::{DType, Error, Gpu, GpuOptions, Tensor};
 
@@ -161,13 +160,13 @@ fn a_kernel_over_the_workgroup_memory_limit_is_refused_with_the_limit() {
     let mut enc = gpu.encoder("bad");
     // the tiled kernel's K and V tiles (the subgroup variant, chosen on lavapipe, has none)
     let (qkv, out) = (t(&gpu, &[4, 24]), t(&gpu, &[4, 8]));
-    let e = prepare_attention_variant(&gpu, KernelVariant::Tiled, &qkv, None, &cfg, &out).err().unwrap();
+    let e = prepare_attention_variant(&gpu, AttentionVariant::Tiled, &qkv, None, &cfg, &out).err().unwrap();
     match &e {
         Error::LimitExceeded { op: "attention", needed: 16384, limit: 8192, limit_name, .. } => {
             assert_eq!(*limit_name, "max_compute_workgroup_storage_size")
         }
         other => panic!("expected LimitExceeded, got {other:?}"),
     }
-    // the tiled matmul's 8 KiB still fits
+    // a matmul still runs: the variants over the limit drop out of the available list
     matmul(&gpu, &mut enc, &t(&gpu, &[4, 8]), &t(&gpu, &[5, 8]), None, Activation::None, &t(&gpu, &[4, 5])).unwrap();
 }

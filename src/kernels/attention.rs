@@ -9,18 +9,76 @@
 use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch, KernelVariant};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
+use crate::shaders::flash_keys_per_tile;
 use crate::shaders::Shader;
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "attention";
 /// Query rows per workgroup (BQ in shaders/attention.wgsl).
 const BLOCK_Q: usize = 64;
+/// Query rows per workgroup of the flash kernel (BQ in shaders/attention_flash.wgsl).
+const FLASH_BLOCK_Q: usize = 64;
 /// Largest head dim the kernel holds in registers (DMAX in shaders/attention.wgsl).
 pub const MAX_HEAD_DIM: usize = 128;
 /// Keys staged per step (BK in shaders/attention.wgsl).
 const BLOCK_K: usize = 16;
 /// Workgroup memory of the kernel: K and V tiles of BK x DMAX f32.
 const WORKGROUP_BYTES: u64 = (2 * BLOCK_K * MAX_HEAD_DIM * 4) as u64;
+
+/// Which attention shader runs. Every variant honours the contract of shaders/attention.wgsl and
+/// runs the same parity tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionVariant {
+    /// shaders/attention.wgsl: one query per invocation, K and V tiles in workgroup memory;
+    /// the portable kernel, for devices without subgroups.
+    Tiled,
+    /// shaders/attention_flash.wgsl: four lanes per query, K and V tiles as vec4, scores in
+    /// registers; for devices with subgroups of 4 lanes or more (the GPU kernel).
+    Flash,
+    /// shaders/attention_subgroup.wgsl: no workgroup memory, for 8-wide subgroups (lavapipe).
+    Subgroup8,
+}
+
+impl AttentionVariant {
+    /// Variants this device can run.
+    pub fn available(gpu: &Gpu) -> Vec<AttentionVariant> {
+        let mut v = vec![AttentionVariant::Tiled];
+        let subgroups = gpu.features().contains(wgpu::Features::SUBGROUP);
+        let flash_bytes = 2 * 16 * flash_keys_per_tile(MAX_HEAD_DIM as u32) as u64 * MAX_HEAD_DIM as u64 / 4;
+        if subgroups
+            && gpu.adapter().subgroup_sizes.0 >= 4
+            && gpu.limits().max_compute_invocations_per_workgroup >= 256
+            && gpu.limits().max_compute_workgroup_storage_size as u64 >= flash_bytes
+        {
+            v.push(AttentionVariant::Flash);
+        }
+        if KernelVariant::available(gpu).contains(&KernelVariant::Subgroup8) {
+            v.push(AttentionVariant::Subgroup8);
+        }
+        v
+    }
+
+    /// The variant [`prepare_attention`] runs: `RESFORMER_ATTENTION=tiled|flash|subgroup8` when
+    /// set and available; else the subgroup-8 kernel on software adapters that can run it; else
+    /// flash where subgroups allow; else tiled.
+    pub fn for_device(gpu: &Gpu) -> AttentionVariant {
+        let available = Self::available(gpu);
+        let wanted = match std::env::var("RESFORMER_ATTENTION").as_deref() {
+            Ok("tiled") => Some(AttentionVariant::Tiled),
+            Ok("flash") => Some(AttentionVariant::Flash),
+            Ok("subgroup8") => Some(AttentionVariant::Subgroup8),
+            _ => None,
+        };
+        match wanted {
+            Some(v) if available.contains(&v) => v,
+            _ if gpu.adapter().is_software() && available.contains(&AttentionVariant::Subgroup8) => {
+                AttentionVariant::Subgroup8
+            }
+            _ if available.contains(&AttentionVariant::Flash) => AttentionVariant::Flash,
+            _ => AttentionVariant::Tiled,
+        }
+    }
+}
 
 /// Shape and masking of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,25 +150,34 @@ pub fn prepare_attention(
     cfg: &AttentionConfig,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    prepare_attention_variant(gpu, KernelVariant::for_device(gpu, "RESFORMER_ATTENTION"), qkv, key_pad, cfg, out)
+    prepare_attention_variant(gpu, AttentionVariant::for_device(gpu), qkv, key_pad, cfg, out)
 }
 
-/// [`prepare_attention`] with an explicit shader: [`KernelVariant::Tiled`] is
-/// shaders/attention.wgsl (K and V tiles in workgroup memory), [`KernelVariant::Subgroup8`]
-/// shaders/attention_subgroup.wgsl (k and v rows shared by subgroup broadcasts).
+/// [`prepare_attention`] with an explicit shader (it must be in [`AttentionVariant::available`]).
 pub fn prepare_attention_variant(
     gpu: &Gpu,
-    variant: KernelVariant,
+    variant: AttentionVariant,
     qkv: &Tensor,
     key_pad: Option<&Tensor>,
     cfg: &AttentionConfig,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    variant.check_available(gpu, OP)?;
+    if !AttentionVariant::available(gpu).contains(&variant) {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            what: format!("variant {variant:?} is not available on this device"),
+        });
+    }
     // (shader, queries per workgroup, workgroup memory)
     let (shader, block_q, workgroup_bytes) = match variant {
-        KernelVariant::Tiled => (Shader::Attention, BLOCK_Q, WORKGROUP_BYTES),
-        KernelVariant::Subgroup8 => (Shader::AttentionSubgroup, 8, 0),
+        AttentionVariant::Tiled => (Shader::Attention, BLOCK_Q, WORKGROUP_BYTES),
+        AttentionVariant::Flash => {
+            // the smallest build that holds the head dim: no FMAs on padding past it
+            let dmax = [32, 64, 128].into_iter().find(|&d| cfg.head_dim <= d as usize).unwrap_or(128);
+            let bytes = 2 * 16 * (flash_keys_per_tile(dmax) * dmax / 4) as u64;
+            (Shader::AttentionFlash { dmax }, FLASH_BLOCK_Q, bytes)
+        }
+        AttentionVariant::Subgroup8 => (Shader::AttentionSubgroup, 8, 0),
     };
     let dims = [("batch", cfg.batch), ("seq", cfg.seq), ("heads", cfg.heads), ("head_dim", cfg.head_dim)];
     if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
@@ -192,7 +259,7 @@ mod tests {
         let tm = Tensor::from_u32(gpu, &[cfg.batch, cfg.seq], &pad).unwrap();
         let mut want = vec![0.0; t * e];
         reference::attention::attention(&mut want, &qkv, padded.then_some(&pad[..]), &cfg);
-        for v in KernelVariant::available(gpu) {
+        for v in AttentionVariant::available(gpu) {
             let out = Tensor::empty(gpu, &[t, e], DType::F32).unwrap();
             out.poison(gpu).unwrap();
             let mut enc = gpu.encoder("test");
@@ -211,7 +278,8 @@ mod tests {
     fn attention_matches_reference_head_dims() {
         let Some(gpu) = shared_gpu() else { return };
         let mut rng = Rng::new(7);
-        for d in [8, 32, 64, 128] {
+        // 32, 64, 128: the flash kernel's builds at their edge; 33, 100 just past or inside one
+        for d in [8, 32, 33, 64, 100, 128] {
             run_case(gpu, &mut rng, cfg(2, 37, 2, d), false);
         }
         run_case(gpu, &mut rng, cfg(1, 1, 1, 8), false);
@@ -254,7 +322,7 @@ mod tests {
         let pad: Vec<u32> = (0..10).map(|i| (i < 5) as u32).collect(); // batch 0: every key hidden
         let tq = Tensor::from_f32(gpu, &[c.tokens(), 3 * c.embed()], &qkv).unwrap();
         let tm = Tensor::from_u32(gpu, &[2, 5], &pad).unwrap();
-        for v in KernelVariant::available(gpu) {
+        for v in AttentionVariant::available(gpu) {
             let out = Tensor::empty(gpu, &[c.tokens(), c.embed()], DType::F32).unwrap();
             let mut enc = gpu.encoder("test");
             prepare_attention_variant(gpu, v, &tq, Some(&tm), &c, &out).unwrap().record(&mut enc);
@@ -270,8 +338,19 @@ mod tests {
     }
 
     #[test]
+    fn attention_runs_every_variant_on_a_software_adapter_with_subgroups() {
+        // guards against the variant list (so the parity tests) silently shrinking on lavapipe
+        let Some(gpu) = shared_gpu() else { return };
+        if gpu.adapter().is_software() && gpu.features().contains(wgpu::Features::SUBGROUP) {
+            let want = vec![AttentionVariant::Tiled, AttentionVariant::Flash, AttentionVariant::Subgroup8];
+            assert_eq!(AttentionVariant::available(gpu), want);
+        }
+    }
+
+    #[test]
     fn attention_params_match_wgsl_layout() {
         crate::testing::assert_params_layout::<AttentionParams>(Shader::Attention);
         crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionSubgroup);
+        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionFlash { dmax: 64 });
     }
 }

@@ -172,7 +172,10 @@ impl MatmulTile {
         let _ = writeln!(w, "    let tiles = (p.k + BK - 1u) / BK;\n");
         // 1. which vec4s of the slabs this invocation loads: slot f = li + v * THREADS is row f / (BK/4),
         //    k-quad f % (BK/4); consecutive invocations read consecutive k of a row.
-        let _ = writeln!(w, "    // 1. this invocation's share of each slab: row f / (BK/4), k-quad f % (BK/4), f = li + v*THREADS");
+        let _ = writeln!(
+            w,
+            "    // 1. this invocation's share of each slab: row f / (BK/4), k-quad f % (BK/4), f = li + v*THREADS"
+        );
         for (op, n, rows, base, dim) in [("x", lx, "row0", "x_base", "p.m"), ("w", lw, "col0", "w_base", "p.n")] {
             for v in 0..n {
                 let _ = writeln!(w, "    let {op}r{v} = (li + {}u) / (BK / 4u);", v * threads);
@@ -243,7 +246,12 @@ impl MatmulTile {
             let _ = writeln!(w, "    var bias{j} = vec4<f32>(0.0);");
             let _ = writeln!(w, "    if (p.has_bias != 0u) {{");
             for c in 0..V {
-                let _ = writeln!(w, "        if (gn0 + {}u < p.n) {{ bias{j}[{c}] = bias[gn0 + {}u]; }}", j * V + c, j * V + c);
+                let _ = writeln!(
+                    w,
+                    "        if (gn0 + {}u < p.n) {{ bias{j}[{c}] = bias[gn0 + {}u]; }}",
+                    j * V + c,
+                    j * V + c
+                );
             }
             let _ = writeln!(w, "    }}");
         }
@@ -254,10 +262,8 @@ impl MatmulTile {
                 let _ = writeln!(w, "        let v{i}_{j} = acc{i}_{j} + bias{j};");
                 for c in 0..V {
                     let col = j * V + c;
-                    let _ = writeln!(
-                        w,
-                        "        if (gn0 + {col}u < p.n) {{ out[o + {col}u] = activate(v{i}_{j}[{c}]); }}"
-                    );
+                    let _ =
+                        writeln!(w, "        if (gn0 + {col}u < p.n) {{ out[o + {col}u] = activate(v{i}_{j}[{c}]); }}");
                 }
             }
             let _ = writeln!(w, "    }}");
