@@ -33,8 +33,13 @@ pub enum Shader {
     Layernorm,
     /// The layernorm for 8-wide subgroups without workgroup memory (lavapipe).
     LayernormSubgroup,
-    /// shaders/residual_add.wgsl.
-    ResidualAdd,
+    /// shaders/layernorm_rows.wgsl: a subgroup per row, vec4 (GPUs with subgroups).
+    LayernormRows,
+    /// shaders/residual_add.wgsl, over f32 or (len % 4 == 0) vec4 elements.
+    ResidualAdd {
+        /// a, b and out bound as `array<vec4<f32>>`.
+        vec4: bool,
+    },
 }
 
 impl Shader {
@@ -46,13 +51,15 @@ impl Shader {
     }
 
     /// The shaders written by hand in shaders/.
-    const FIXED: [Shader; 6] = [
+    const FIXED: [Shader; 8] = [
         Shader::MatmulSubgroup,
         Shader::Attention,
         Shader::AttentionSubgroup,
         Shader::Layernorm,
         Shader::LayernormSubgroup,
-        Shader::ResidualAdd,
+        Shader::LayernormRows,
+        Shader::ResidualAdd { vec4: false },
+        Shader::ResidualAdd { vec4: true },
     ];
 
     /// The kernel stem: file name, op name, bench group.
@@ -65,7 +72,8 @@ impl Shader {
             Shader::AttentionFlash { .. } => "attention_flash",
             Shader::Layernorm => "layernorm",
             Shader::LayernormSubgroup => "layernorm_subgroup",
-            Shader::ResidualAdd => "residual_add",
+            Shader::LayernormRows => "layernorm_rows",
+            Shader::ResidualAdd { .. } => "residual_add",
         }
     }
 
@@ -96,16 +104,27 @@ impl Shader {
                     include_str!("../shaders/attention_io.wgsl")
                 )
             }
-            Shader::Layernorm => {
-                concat!(include_str!("../shaders/layernorm.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
+            Shader::Layernorm => concat!(
+                "alias ELEM = f32;\n",
+                include_str!("../shaders/layernorm.wgsl"),
+                include_str!("../shaders/layernorm_io.wgsl")
+            ),
+            Shader::LayernormSubgroup => concat!(
+                "alias ELEM = f32;\n",
+                include_str!("../shaders/layernorm_subgroup.wgsl"),
+                include_str!("../shaders/layernorm_io.wgsl")
+            ),
+            Shader::LayernormRows => concat!(
+                "alias ELEM = vec4<f32>;\n",
+                include_str!("../shaders/layernorm_rows.wgsl"),
+                include_str!("../shaders/layernorm_io.wgsl")
+            ),
+            Shader::ResidualAdd { vec4: false } => {
+                concat!("alias ELEM = f32;\n", include_str!("../shaders/residual_add.wgsl"))
             }
-            Shader::LayernormSubgroup => {
-                concat!(
-                    include_str!("../shaders/layernorm_subgroup.wgsl"),
-                    include_str!("../shaders/layernorm_io.wgsl")
-                )
+            Shader::ResidualAdd { vec4: true } => {
+                concat!("alias ELEM = vec4<f32>;\n", include_str!("../shaders/residual_add.wgsl"))
             }
-            Shader::ResidualAdd => include_str!("../shaders/residual_add.wgsl"),
         })
     }
 }

@@ -6,7 +6,7 @@
 //! `b * seq + s`. `qkv` is (tokens, 3E) = [q | k | v] per row, E = heads ·
 //! head_dim, head h owning columns h·D..(h+1)·D of each part; `out` is (tokens, E).
 
-use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch, KernelVariant};
+use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::shaders::flash_keys_per_tile;
@@ -52,7 +52,7 @@ impl AttentionVariant {
         {
             v.push(AttentionVariant::Flash);
         }
-        if KernelVariant::available(gpu).contains(&KernelVariant::Subgroup8) {
+        if super::has_subgroup8(gpu) {
             v.push(AttentionVariant::Subgroup8);
         }
         v

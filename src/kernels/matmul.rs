@@ -1,7 +1,7 @@
 //! `matmul`: out (batch, M, N) = act(x (batch, M, K) · wᵀ + bias), w in
 //! PyTorch's Linear layout (N, K), shared by the batch or batched (batch, N, K).
 
-use super::{check_groups, check_operand, dispatch, Dispatch, KernelVariant};
+use super::{check_groups, check_operand, dispatch, Dispatch};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::shaders::{MatmulTile, Shader};
@@ -36,7 +36,7 @@ impl MatmulVariant {
             })
             .map(MatmulVariant::Tiled)
             .collect();
-        if KernelVariant::available(gpu).contains(&KernelVariant::Subgroup8) {
+        if super::has_subgroup8(gpu) {
             v.push(MatmulVariant::Subgroup8);
         }
         v

@@ -20,55 +20,11 @@ use crate::error::{Error, Result};
 use crate::shaders::Shader;
 use crate::tensor::{DType, Tensor};
 
-/// Which shader implements an op. Every variant honours the op's contract and runs the
-/// same parity tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelVariant {
-    /// The portable kernel, built around workgroup memory (the GPU kernel).
-    Tiled,
-    /// No workgroup memory and no barriers; operands shared by subgroup broadcasts. Needs
-    /// subgroups exactly 8 wide. Much faster on lavapipe, where memory accesses are costly.
-    Subgroup8,
-}
-
-impl KernelVariant {
-    /// Variants this device can run.
-    pub fn available(gpu: &Gpu) -> Vec<KernelVariant> {
-        let mut v = vec![KernelVariant::Tiled];
-        if gpu.features().contains(wgpu::Features::SUBGROUP) && gpu.adapter().subgroup_sizes == (8, 8) {
-            v.push(KernelVariant::Subgroup8);
-        }
-        v
-    }
-
-    /// The variant ops use on this device: `env_var=tiled|subgroup8` when set and available,
-    /// else the subgroup kernel on software adapters that can run it, else tiled.
-    pub fn for_device(gpu: &Gpu, env_var: &str) -> KernelVariant {
-        let available = Self::available(gpu);
-        let wanted = match std::env::var(env_var).as_deref() {
-            Ok("tiled") => Some(KernelVariant::Tiled),
-            Ok("subgroup8") => Some(KernelVariant::Subgroup8),
-            _ => None,
-        };
-        match wanted {
-            Some(v) if available.contains(&v) => v,
-            _ if gpu.adapter().is_software() && available.contains(&KernelVariant::Subgroup8) => {
-                KernelVariant::Subgroup8
-            }
-            _ => KernelVariant::Tiled,
-        }
-    }
-
-    /// An error unless this device can run the variant.
-    fn check_available(self, gpu: &Gpu, op: &'static str) -> Result<()> {
-        if !Self::available(gpu).contains(&self) {
-            return Err(Error::InvalidArgument {
-                op,
-                what: format!("variant {self:?} is not available on this device"),
-            });
-        }
-        Ok(())
-    }
+/// Whether the device can run the `*_subgroup.wgsl` kernels: subgroups exactly 8 wide (lavapipe).
+/// They use no workgroup memory and share operands by subgroup broadcasts, which is much faster
+/// where memory accesses are costly. Each op's variant enum offers them as `Subgroup8`.
+pub fn has_subgroup8(gpu: &Gpu) -> bool {
+    gpu.features().contains(wgpu::Features::SUBGROUP) && gpu.adapter().subgroup_sizes == (8, 8)
 }
 
 /// One bound kernel invocation, ready to record.

@@ -28,11 +28,14 @@ pub fn prepare_residual_add(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor) -> 
     check_operand(gpu, OP, "out", out, &ranks, DType::F32)?;
     expect_shape(OP, "b", b, a.shape())?;
     expect_shape(OP, "out", out, a.shape())?;
-    let (gx, gy) = grid_2d(gpu, OP, a.shape(), a.len().div_ceil(WG) as u64)?;
-    let params = ResidualAddParams { len: a.len() as u32, groups_x: gx, _pad0: 0, _pad1: 0 };
+    // four elements per invocation when the length allows (vec4 loads and stores)
+    let vec4 = a.len() % 4 == 0;
+    let len = if vec4 { a.len() / 4 } else { a.len() };
+    let (gx, gy) = grid_2d(gpu, OP, a.shape(), len.div_ceil(WG) as u64)?;
+    let params = ResidualAddParams { len: len as u32, groups_x: gx, _pad0: 0, _pad1: 0 };
     dispatch(
         gpu,
-        Shader::ResidualAdd,
+        Shader::ResidualAdd { vec4 },
         &[a.buffer(), b.buffer(), out.buffer()],
         bytemuck::bytes_of(&params),
         [gx, gy, 1],
@@ -58,7 +61,8 @@ mod tests {
     fn residual_add_matches_reference_any_length() {
         let Some(gpu) = shared_gpu() else { return };
         let mut rng = Rng::new(4);
-        for len in [1usize, 7, 255, 256, 257, 1000, 65 * 257, 300_001] {
+        // multiples of 4 take the vec4 shader, the rest the scalar one
+        for len in [1usize, 4, 7, 255, 256, 257, 1000, 1028, 65 * 257, 300_001, 300_004] {
             let a = rng.vec(len, -10.0, 10.0);
             let b = rng.vec(len, -10.0, 10.0);
             let ta = Tensor::from_f32(gpu, &[len], &a).unwrap();
@@ -76,6 +80,8 @@ mod tests {
 
     #[test]
     fn residual_add_params_match_wgsl_layout() {
-        crate::testing::assert_params_layout::<ResidualAddParams>(Shader::ResidualAdd);
+        for vec4 in [false, true] {
+            crate::testing::assert_params_layout::<ResidualAddParams>(Shader::ResidualAdd { vec4 });
+        }
     }
 }
