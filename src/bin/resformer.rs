@@ -29,14 +29,17 @@ commands:
                  [--backend auto|gpu|cpu] [--model DIR [--head H]]  (a real MiniLM head instead of random weights)
   embed      sentence embeddings with all-MiniLM-L6-v2 (fetch it with scripts/fetch-minilm.sh)
              resformer embed --model models/all-MiniLM-L6-v2 [--json] [--backend auto|gpu|cpu] SENTENCE...
-             resformer embed --model DIR --speed [--batch 32] [--backend B]: sentences/s on ~128-token
-                 sentences, GPU path then CPU path unless --backend picks one
+             resformer embed --model DIR --speed [--batch 32] [--repeats 3] [--backend B]: sentences/s on
+                 ~128-token sentences (median of the repeats after a warm-up of the same shape), the GPU
+                 kernels' time and the host's share; GPU path then CPU path unless --backend picks one
   bench      time every kernel, the block and the stack on the GPU against the CPU reference
              resformer bench [--kernel matmul|attention|layernorm|residual_add|block|stack|all]
                  [--sizes small|medium|large] [--json FILE] [--compare FILE] [--runs 10] [--cpu-budget 2e10]
   tune       time every matmul tile configuration on this adapter, per shape class, and cache the
              fastest (done on first use on hardware GPUs anyway; RESFORMER_TUNE=off|on|auto)
              resformer tune [--sizes small|large] [--runs 5]   (large: the L12 e768 stack's shapes, 1024^3, 4096^3)
+  parity     run PyTorch's parity fixtures (scripts/make_fixtures.py) on this machine's backend
+             resformer parity [--dir tests/fixtures/block] [--backend auto|gpu|cpu]   (exit 1 on a miss)
   devices    list every adapter wgpu sees and mark the one resformer would use
 
 environment: WGPU_BACKEND (vulkan, gl, metal, dx12) limits the backends searched;
@@ -50,6 +53,8 @@ type CliResult = Result<(), CliError>;
 enum CliError {
     Usage(String),
     Engine(Error),
+    /// The command ran and its check failed (exit 1).
+    Failed(String),
 }
 
 impl From<Error> for CliError {
@@ -330,7 +335,7 @@ fn json_str(s: &str) -> String {
 }
 
 /// sentences/s of `model` on a batch of `batch` sentences of about 128 tokens.
-fn embed_speed(dir: &Path, backend: Backend, batch: usize) -> CliResult {
+fn embed_speed(dir: &Path, backend: Backend, batch: usize, repeats: usize) -> CliResult {
     let model = SentenceEmbedder::from_dir(dir, backend)?;
     const TEXT: &str = "Attention lets every token look at every other token of the sentence, weigh how much each \
         one matters, and mix their values into a new representation; stacking such layers with residual \
@@ -355,35 +360,57 @@ fn embed_speed(dir: &Path, backend: Backend, batch: usize) -> CliResult {
         lens.push(model.tokenize(s)?.len());
     }
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    eprintln!("{}: warm-up, then one batch of {batch}", model.describe());
-    model.embed(&refs[..1])?; // compiles the pipelines on a GPU
-    let t = Instant::now();
-    let e = model.embed(&refs)?;
-    let secs = t.elapsed().as_secs_f64();
+    eprintln!("{}: a warm-up batch of {batch}, then {repeats} timed", model.describe());
+    model.embed(&refs)?; // the same shape: compiles pipelines, builds the plan, tunes on a GPU
+    let mut runs = Vec::with_capacity(repeats);
+    for i in 0..repeats {
+        eprint!("\r  batch {}/{repeats}", i + 1);
+        runs.push(model.embed_timed(&refs)?.1);
+    }
+    eprintln!();
+    runs.sort_by(|a, b| a.total_ms().total_cmp(&b.total_ms()));
+    let t = runs[runs.len() / 2];
+    let secs = t.total_ms() / 1e3;
     println!(
-        "{}: batch {batch} ({} embeddings) of {}-{} tokens in {:.2} s: {:.2} sentences/s",
+        "{}: batch {batch} of {}-{} tokens: {:.1} ms (median of {repeats} after a warm-up of the same shape): \
+         {:.1} sentences/s",
         model.describe(),
-        e.len(),
         lens.iter().min().unwrap_or(&0),
         lens.iter().max().unwrap_or(&0),
-        secs,
+        t.total_ms(),
         batch as f64 / secs
+    );
+    let gpu = match model.gpu_ms(t.seq, t.batch, repeats) {
+        Some(Ok(ms)) => format!(
+            "GPU kernels {ms:.1} ms ({:.0}%), upload + readback {:.1} ms; ",
+            100.0 * ms / t.total_ms(),
+            t.forward_ms - ms
+        ),
+        Some(Err(e)) => format!("GPU kernels not timed ({e}); forward {:.1} ms; ", t.forward_ms),
+        None => format!("forward (CPU) {:.1} ms; ", t.forward_ms),
+    };
+    println!(
+        "  {gpu}host: tokenise {:.1} ms, embeddings + padding {:.1} ms, pooling {:.1} ms",
+        t.tokenize_ms, t.inputs_ms, t.pool_ms
     );
     Ok(())
 }
 
 fn embed(args: &[String]) -> CliResult {
-    let o = Opts::parse(args, &["model", "backend", "batch"], &["json", "speed"])?;
+    let o = Opts::parse(args, &["model", "backend", "batch", "repeats"], &["json", "speed"])?;
     let dir = o
         .get("model")
         .ok_or_else(|| Usage("--model DIR is required (bash scripts/fetch-minilm.sh fetches it)".into()))?;
     if o.has("speed") {
-        let batch = o.num("batch", 32)?;
+        let (batch, repeats) = (o.num("batch", 32)?, o.num("repeats", 3)?);
+        if batch == 0 || repeats == 0 {
+            return Err(Usage("--batch and --repeats must be at least 1".into()).into());
+        }
         return match o.get("backend") {
-            Some(b) => embed_speed(Path::new(dir), b.parse()?, batch),
+            Some(b) => embed_speed(Path::new(dir), b.parse()?, batch, repeats),
             None => {
-                embed_speed(Path::new(dir), Backend::Gpu, batch)?;
-                embed_speed(Path::new(dir), Backend::Cpu, batch)
+                embed_speed(Path::new(dir), Backend::Gpu, batch, repeats)?;
+                embed_speed(Path::new(dir), Backend::Cpu, batch, repeats)
             }
         };
     }
@@ -519,6 +546,41 @@ fn tune(args: &[String]) -> CliResult {
     Ok(())
 }
 
+fn parity(args: &[String]) -> CliResult {
+    use resformer::model::fixture::{load_dir, PYTORCH_ATOL};
+    let o = Opts::parse(args, &["dir", "backend"], &[])?;
+    let dir = o.get("dir").unwrap_or("tests/fixtures/block");
+    let backend: Backend = o.get("backend").unwrap_or("auto").parse()?;
+    let fixtures = load_dir(Path::new(dir))?;
+    let tol = Tol { atol: PYTORCH_ATOL, rtol: 0.0 };
+    let mut misses = 0;
+    let mut worst = 0.0f32;
+    let mut on = String::new();
+    println!(
+        "{:<18} {:>12}  result (max abs error against PyTorch f64, tolerance {PYTORCH_ATOL:.0e})",
+        "fixture", "error"
+    );
+    for f in &fixtures {
+        let stack = Stack::new(f.weights.clone(), f.cfg, backend)?;
+        on = stack.describe();
+        let got = stack.forward(&f.input, f.shape.seq, f.shape.batch, f.key_pad.as_deref())?;
+        let d = compare(&got, &f.output, tol);
+        let ok = d.bad == 0 && got.len() == f.output.len();
+        misses += usize::from(!ok);
+        worst = worst.max(d.max_abs);
+        println!("{:<18} {:>12.3e}  {}", f.name, d.max_abs, if ok { "ok" } else { "MISS" });
+    }
+    println!(
+        "parity on {on}: {} of {} fixtures within {PYTORCH_ATOL:.0e}, largest error {worst:.2e}",
+        fixtures.len() - misses,
+        fixtures.len()
+    );
+    if misses > 0 {
+        return Err(CliError::Failed(format!("{misses} fixture(s) outside the PyTorch tolerance")));
+    }
+    Ok(())
+}
+
 fn devices() -> CliResult {
     let (adapters, chosen) = resformer::list_adapters();
     if adapters.is_empty() {
@@ -545,6 +607,7 @@ fn main() -> ExitCode {
         Some("embed") => embed(rest),
         Some("bench") => bench(rest),
         Some("tune") => tune(rest),
+        Some("parity") => parity(rest),
         Some("devices") => devices(),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
@@ -561,6 +624,10 @@ fn main() -> ExitCode {
         }
         Err(CliError::Engine(e)) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(CliError::Failed(m)) => {
+            eprintln!("error: {m}");
             ExitCode::FAILURE
         }
     }

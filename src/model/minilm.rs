@@ -19,6 +19,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -210,29 +211,77 @@ impl SentenceEmbedder {
         x
     }
 
-    /// Encoder output (len, 384) per sentence, all sentences in one padded, masked batch.
-    fn encode(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    /// L2-normalised mean-pooled embeddings, one per sentence, computed as one batch.
+    pub fn embed(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_timed(sentences)?.0)
+    }
+
+    /// [`SentenceEmbedder::embed`], and where its time went.
+    pub fn embed_timed(&self, sentences: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedTiming)> {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
+        let tokenize_ms = ms(t);
         let (batch, seq) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
+        let mut timing = EmbedTiming { batch, seq, tokenize_ms, ..Default::default() };
         if batch == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), timing));
         }
         // batch-first (batch, seq, 384); padded rows are [PAD] embeddings, hidden as keys
+        let t = Instant::now();
         let mut x = Vec::with_capacity(batch * seq * HIDDEN);
         let mut pad = Vec::with_capacity(batch * seq);
-        for s in ids {
+        for s in &ids {
             let mut padded = s.clone();
             padded.resize(seq, 0);
             x.extend(self.token_embeddings(&padded));
             pad.extend((0..seq).map(|p| (p >= s.len()) as u32));
         }
+        timing.inputs_ms = ms(t);
+        let t = Instant::now();
         let y = self.stack.forward(&x, seq, batch, Some(&pad))?;
-        Ok(ids.iter().enumerate().map(|(b, s)| y[b * seq * HIDDEN..(b * seq + s.len()) * HIDDEN].to_vec()).collect())
+        timing.forward_ms = ms(t);
+        let t = Instant::now();
+        let out = ids
+            .iter()
+            .enumerate()
+            .map(|(b, s)| mean_pool_normalise(&y[b * seq * HIDDEN..(b * seq + s.len()) * HIDDEN]))
+            .collect();
+        timing.pool_ms = ms(t);
+        Ok((out, timing))
     }
 
-    /// L2-normalised mean-pooled embeddings, one per sentence, computed as one batch.
-    pub fn embed(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
-        Ok(self.encode(&ids)?.iter().map(|h| mean_pool_normalise(h)).collect())
+    /// GPU time of the encoder alone for a padded (seq, batch) forward: the median of `runs`
+    /// replays of its dispatches, timed on the device (no upload or readback). `None` on the
+    /// CPU path.
+    pub fn gpu_ms(&self, seq: usize, batch: usize, runs: usize) -> Option<Result<f64>> {
+        let stack = self.stack.gpu()?;
+        let timed = stack.with_plan(seq, batch, true, |d| crate::bench::time_gpu(stack.gpu(), d, runs));
+        Some(timed.and_then(|r| r).map(|(times, _)| crate::bench::median(&times)))
+    }
+}
+
+/// Where the time of one [`SentenceEmbedder::embed_timed`] call went, in ms.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmbedTiming {
+    /// Sentences.
+    pub batch: usize,
+    /// Tokens of the longest sentence (the padded length).
+    pub seq: usize,
+    /// Tokenisation.
+    pub tokenize_ms: f64,
+    /// Embedding lookup and padding into the (batch, seq, 384) input.
+    pub inputs_ms: f64,
+    /// The stack's forward: upload, kernels and readback on a GPU.
+    pub forward_ms: f64,
+    /// Mean pooling and normalisation.
+    pub pool_ms: f64,
+}
+
+impl EmbedTiming {
+    /// The whole call.
+    pub fn total_ms(&self) -> f64 {
+        self.tokenize_ms + self.inputs_ms + self.forward_ms + self.pool_ms
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod block;
 pub mod config;
 pub mod cpu;
+pub mod fixture;
 pub mod gpu;
 pub mod io;
 pub mod minilm;
