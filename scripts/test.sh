@@ -49,3 +49,6 @@ cargo test --release "$@"
 cargo test --release --benches
 # the embedding example must keep working against the real API
 cargo run --quiet --release --example embed_in_app
+# the GPU host's check, as a dry run at the smallest sizes: it must not rot between GPU loans
+GPU_CHECK_SIZES=small GPU_CHECK_BATCH=2 GPU_CHECK_RUNS=1 GPU_CHECK_OUT="$(mktemp -d)" \
+    bash scripts/gpu-check.sh target/release/resformer models/all-MiniLM-L6-v2

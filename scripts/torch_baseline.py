@@ -4,6 +4,8 @@ for `resformer bench --compare FILE`.
 
     python3 scripts/torch_baseline.py --sizes large --json torch.json
     resformer bench --sizes large --compare torch.json
+    python3 scripts/torch_baseline.py --minilm 512   # sentences/s of a BERT of MiniLM's config
+
 
 CUDA when present, else CPU; f32 with TF32 off. The case table mirrors
 `cases()` in src/bench.rs; rows are matched by (kernel, shape).
@@ -70,6 +72,29 @@ def timed(fn, dev, runs):
     return statistics.median(times)
 
 
+def minilm_speed(batch, seq, runs, dev):
+    """sentences/s of a BERT with all-MiniLM-L6-v2's configuration (vocab 30522, hidden 384,
+    12 heads, ff 1536, 6 post-LN GELU layers, LayerNorm eps 1e-12), random weights: embedding
+    lookup, embedding LayerNorm, the encoder, mean pooling and L2 normalisation, as
+    `resformer embed --speed` times them (no tokenisation)."""
+    hidden, vocab = 384, 30522
+    word, pos = nn.Embedding(vocab, hidden).to(dev), nn.Embedding(512, hidden).to(dev)
+    norm = nn.LayerNorm(hidden, eps=1e-12).to(dev)
+    layer = nn.TransformerEncoderLayer(hidden, 12, 1536, dropout=0.0, activation="gelu", layer_norm_eps=1e-12,
+                                       batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 6, enable_nested_tensor=False).to(dev).eval()
+    ids = torch.randint(0, vocab, (batch, seq), device=dev)
+    positions = torch.arange(seq, device=dev)
+
+    def embed():
+        h = encoder(norm(word(ids) + pos(positions)))
+        return F.normalize(h.mean(dim=1), dim=1)
+
+    with torch.no_grad():
+        ms = timed(embed, dev, runs)
+    return ms
+
+
 def shape_of(kernel, p):
     if kernel == "matmul":
         return "{}x{}x{}".format(*p)
@@ -87,11 +112,17 @@ def main():
     ap.add_argument("--sizes", default="small", choices=CASES)
     ap.add_argument("--json", default="torch.json")
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--minilm", type=int, metavar="BATCH", help="time a MiniLM-config BERT on BATCH x 128 tokens instead")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     adapter = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
+    if args.minilm:
+        ms = minilm_speed(args.minilm, 128, max(3, args.runs // 2), dev)
+        print(f"torch {torch.__version__} {dev.type} on {adapter}: MiniLM-config BERT, batch {args.minilm} x 128 "
+              f"tokens: {ms:.1f} ms (median, f32, TF32 off): {args.minilm / ms * 1e3:.1f} sentences/s")
+        return
     rows = []
     with torch.no_grad():
         for kernel, p in CASES[args.sizes]:

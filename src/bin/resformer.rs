@@ -31,7 +31,8 @@ commands:
              resformer embed --model models/all-MiniLM-L6-v2 [--json] [--backend auto|gpu|cpu] SENTENCE...
              resformer embed --model DIR --speed [--batch 32] [--repeats 3] [--backend B]: sentences/s on
                  ~128-token sentences (median of the repeats after a warm-up of the same shape), the GPU
-                 kernels' time and the host's share; GPU path then CPU path unless --backend picks one
+                 kernels' time and the host's share; GPU path then CPU path unless --backend picks one;
+                 --random-weights: the model's shapes, seeded weights, only DIR/tokenizer.json read
   bench      time every kernel, the block and the stack on the GPU against the CPU reference
              resformer bench [--kernel matmul|attention|layernorm|residual_add|block|stack|all]
                  [--sizes small|medium|large] [--json FILE] [--compare FILE] [--runs 10] [--cpu-budget 2e10]
@@ -335,8 +336,11 @@ fn json_str(s: &str) -> String {
 }
 
 /// sentences/s of `model` on a batch of `batch` sentences of about 128 tokens.
-fn embed_speed(dir: &Path, backend: Backend, batch: usize, repeats: usize) -> CliResult {
-    let model = SentenceEmbedder::from_dir(dir, backend)?;
+fn embed_speed(dir: &Path, backend: Backend, batch: usize, repeats: usize, random: bool) -> CliResult {
+    let model = match random {
+        true => SentenceEmbedder::random(dir, 0, backend)?,
+        false => SentenceEmbedder::from_dir(dir, backend)?,
+    };
     const TEXT: &str = "Attention lets every token look at every other token of the sentence, weigh how much each \
         one matters, and mix their values into a new representation; stacking such layers with residual \
         connections, layer normalisation and feed-forward networks gives the encoder that turns a sentence \
@@ -372,8 +376,9 @@ fn embed_speed(dir: &Path, backend: Backend, batch: usize, repeats: usize) -> Cl
     let t = runs[runs.len() / 2];
     let secs = t.total_ms() / 1e3;
     println!(
-        "{}: batch {batch} of {}-{} tokens: {:.1} ms (median of {repeats} after a warm-up of the same shape): \
-         {:.1} sentences/s",
+        "{} on {}: batch {batch} of {}-{} tokens: {:.1} ms (median of {repeats} after a warm-up of the same \
+         shape): {:.1} sentences/s",
+        model.name(),
         model.describe(),
         lens.iter().min().unwrap_or(&0),
         lens.iter().max().unwrap_or(&0),
@@ -382,9 +387,10 @@ fn embed_speed(dir: &Path, backend: Backend, batch: usize, repeats: usize) -> Cl
     );
     let gpu = match model.gpu_ms(t.seq, t.batch, repeats) {
         Some(Ok(ms)) => format!(
-            "GPU kernels {ms:.1} ms ({:.0}%), upload + readback {:.1} ms; ",
-            100.0 * ms / t.total_ms(),
-            t.forward_ms - ms
+            "forward {:.1} ms (upload, kernels, readback), of which GPU kernels {ms:.1} ms ({:.0}% of the \
+             batch, timed apart by timestamps); ",
+            t.forward_ms,
+            100.0 * ms / t.total_ms()
         ),
         Some(Err(e)) => format!("GPU kernels not timed ({e}); forward {:.1} ms; ", t.forward_ms),
         None => format!("forward (CPU) {:.1} ms; ", t.forward_ms),
@@ -397,20 +403,20 @@ fn embed_speed(dir: &Path, backend: Backend, batch: usize, repeats: usize) -> Cl
 }
 
 fn embed(args: &[String]) -> CliResult {
-    let o = Opts::parse(args, &["model", "backend", "batch", "repeats"], &["json", "speed"])?;
+    let o = Opts::parse(args, &["model", "backend", "batch", "repeats"], &["json", "speed", "random-weights"])?;
     let dir = o
         .get("model")
         .ok_or_else(|| Usage("--model DIR is required (bash scripts/fetch-minilm.sh fetches it)".into()))?;
     if o.has("speed") {
-        let (batch, repeats) = (o.num("batch", 32)?, o.num("repeats", 3)?);
+        let (batch, repeats, random) = (o.num("batch", 32)?, o.num("repeats", 3)?, o.has("random-weights"));
         if batch == 0 || repeats == 0 {
             return Err(Usage("--batch and --repeats must be at least 1".into()).into());
         }
         return match o.get("backend") {
-            Some(b) => embed_speed(Path::new(dir), b.parse()?, batch, repeats),
+            Some(b) => embed_speed(Path::new(dir), b.parse()?, batch, repeats, random),
             None => {
-                embed_speed(Path::new(dir), Backend::Gpu, batch, repeats)?;
-                embed_speed(Path::new(dir), Backend::Cpu, batch, repeats)
+                embed_speed(Path::new(dir), Backend::Gpu, batch, repeats, random)?;
+                embed_speed(Path::new(dir), Backend::Cpu, batch, repeats, random)
             }
         };
     }

@@ -162,6 +162,25 @@ impl SentenceEmbedder {
         Self::load(dir, |w| Ok(Stack::Gpu(GpuStack::new(gpu, &w, block_config())?)))
     }
 
+    /// The model's shapes with seeded random weights and `dir/tokenizer.json` (no
+    /// model.safetensors needed): for speed measurements where the weights cannot travel,
+    /// e.g. scripts/gpu-check.sh on a host without the model. Its embeddings mean nothing.
+    pub fn random(dir: &Path, seed: u64, backend: Backend) -> Result<SentenceEmbedder> {
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+        let vocab = tokenizer.get_vocab_size(true);
+        let mut rng = crate::rng::Rng::new(seed);
+        let embeddings = Embeddings {
+            word: rng.vec(vocab * HIDDEN, -0.1, 0.1),
+            position: rng.vec(POSITIONS * HIDDEN, -0.1, 0.1),
+            token_type: rng.vec(HIDDEN, -0.1, 0.1),
+            vocab,
+        };
+        let mut weights = StackWeights::random(seed, LAYERS, HIDDEN, FF);
+        weights.input_norm = Some((rng.vec(HIDDEN, 0.8, 1.2), rng.vec(HIDDEN, -0.2, 0.2)));
+        let stack = Stack::new(weights, block_config(), backend)?;
+        Ok(SentenceEmbedder { tokenizer, embeddings, stack, name: "all-MiniLM-L6-v2 shape, random weights".into() })
+    }
+
     fn load(dir: &Path, stack: impl FnOnce(StackWeights) -> Result<Stack>) -> Result<SentenceEmbedder> {
         let file = TensorFile::open(&dir.join("model.safetensors"))?;
         let (weights, embeddings) = load_weights(&file)?;
