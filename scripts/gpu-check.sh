@@ -44,7 +44,7 @@ run() { # run NAME CMD...: tee to $out/NAME.txt, remember a failure
 
 step "adapter"
 run devices "${bin[@]}" devices
-adapter=$(grep -m1 '^\* = chosen:' "$out/devices.txt" | sed 's/^\* = chosen: //')
+adapter=$(grep -m1 '^\* = chosen for --backend gpu:' "$out/devices.txt" | sed 's/^\* = chosen for --backend gpu: //')
 echo "adapter: ${adapter:-none}"
 case "$adapter" in
     *llvmpipe*|*lavapipe*|*SwiftShader*|*"Microsoft Basic"*|"")

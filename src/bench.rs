@@ -19,6 +19,7 @@ use crate::kernels::layernorm::prepare_layernorm;
 use crate::kernels::matmul::{prepare_matmul, Activation};
 use crate::kernels::residual_add::prepare_residual_add;
 use crate::kernels::{record_all_timed, Dispatch};
+use crate::model::cpu::HostKernels;
 use crate::model::{cpu, BlockConfig, GpuStack, StackWeights};
 use crate::reference;
 use crate::rng::Rng;
@@ -230,6 +231,9 @@ pub struct Row {
     /// matmul only: matrixmultiply's sgemm on every core.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cpu_fast_ms: Option<f64>,
+    /// The CPU backend ([`crate::cpu`], every core); None when over 50x the CPU budget.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cpu_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     /// Achieved GFLOP/s (compute-bound cases).
     pub gflops: Option<f64>,
@@ -451,6 +455,9 @@ fn rng_tensor(gpu: &Gpu, rng: &mut Rng, shape: &[usize]) -> Result<(Tensor, Vec<
 pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak: &Peak) -> Result<Row> {
     let mut rng = Rng::new(7);
     let with_cpu = case.cpu_cost() <= cpu_budget;
+    // the CPU backend is ~50x the reference's speed: it gets 50x the budget
+    let with_backend = case.cpu_cost() <= cpu_budget * 50.0;
+    let backend_ms;
     let mut row = Row {
         kernel: case.kernel().into(),
         shape: case.shape(),
@@ -498,6 +505,9 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
                     }
                 }));
             }
+            backend_ms = with_backend.then(|| {
+                time_cpu(|| crate::cpu::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false))
+            });
             let cpu = with_cpu.then(|| {
                 time_cpu(|| reference::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false))
             });
@@ -510,6 +520,7 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let d = prepare_attention(gpu, &qkv, None, &cfg, &out)?;
             let (t, clock) = time_gpu(gpu, std::slice::from_ref(&d), runs)?;
             let mut o = vec![0.0; cfg.tokens() * cfg.embed()];
+            backend_ms = with_backend.then(|| time_cpu(|| crate::cpu::attention::attention(&mut o, &qd, None, &cfg)));
             let cpu = with_cpu.then(|| time_cpu(|| reference::attention::attention(&mut o, &qd, None, &cfg)));
             (t, clock, cpu)
         }
@@ -522,6 +533,9 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let d = prepare_layernorm(gpu, &x, Some(&r), &g, &b, 1e-5, &out)?;
             let (t, clock) = time_gpu(gpu, std::slice::from_ref(&d), runs)?;
             let mut o = vec![0.0; rows * cols];
+            backend_ms = with_backend.then(|| {
+                time_cpu(|| crate::cpu::layernorm::layernorm(&mut o, &xd, Some(&rd), &gd, &bd, rows, cols, 1e-5))
+            });
             let cpu = with_cpu.then(|| {
                 time_cpu(|| reference::layernorm::layernorm(&mut o, &xd, Some(&rd), &gd, &bd, rows, cols, 1e-5))
             });
@@ -534,6 +548,7 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let d = prepare_residual_add(gpu, &a, &b, &out)?;
             let (t, clock) = time_gpu(gpu, std::slice::from_ref(&d), runs)?;
             let mut o = vec![0.0; len];
+            backend_ms = with_backend.then(|| time_cpu(|| crate::cpu::residual_add::residual_add(&mut o, &ad, &bd)));
             let cpu = with_cpu.then(|| time_cpu(|| reference::residual_add::residual_add(&mut o, &ad, &bd)));
             (t, clock, cpu)
         }
@@ -544,6 +559,9 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let x = rng.vec(seq * batch * embed, -1.0, 1.0);
             stack.forward(&x, seq, batch, None)?; // builds the plan
             let (t, clock) = stack.with_plan(seq, batch, false, |d| time_gpu(gpu, d, runs))??;
+            backend_ms = with_backend.then(|| {
+                time_cpu(|| drop(cpu::forward_with(HostKernels::Fast, &weights, &cfg, &x, seq, batch, None)))
+            });
             let cpu = with_cpu.then(|| time_cpu(|| drop(cpu::forward(&weights, &cfg, &x, seq, batch, None))));
             (t, clock, cpu)
         }
@@ -552,6 +570,7 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
     row.gpu_ms = Some(gpu_ms);
     row.gpu_clock = clock.into();
     row.cpu_ref_ms = cpu_ref;
+    row.cpu_ms = backend_ms;
     if let Some(f) = case.flops() {
         let g = f / (gpu_ms * 1e-3) / 1e9;
         row.gflops = Some(g);
@@ -585,8 +604,8 @@ fn ms(v: Option<f64>) -> String {
 pub fn table(rows: &[Row]) -> String {
     let has_torch = rows.iter().any(|r| r.torch_ms.is_some());
     let mut s = format!(
-        "{:<13} {:<28} {:>11} {:>11} {:>11} {:>9} {:>9} {:>12} {:>7}",
-        "kernel", "shape", "gpu ms", "cpu_ref ms", "cpu_fast ms", "x ref", "x fast", "rate", "% peak"
+        "{:<13} {:<28} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9} {:>12} {:>7}",
+        "kernel", "shape", "gpu ms", "cpu ms", "cpu_ref ms", "cpu_fast ms", "x ref", "x fast", "rate", "% peak"
     );
     if has_torch {
         s += &format!(" {:>10} {:>9}", "torch ms", "ours/torch");
@@ -603,10 +622,11 @@ pub fn table(rows: &[Row]) -> String {
             _ => "-".into(),
         };
         s += &format!(
-            "{:<13} {:<28} {:>11} {:>11} {:>11} {:>9} {:>9} {:>12} {:>7}",
+            "{:<13} {:<28} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9} {:>12} {:>7}",
             r.kernel,
             r.shape,
             ms(r.gpu_ms),
+            ms(r.cpu_ms),
             ms(r.cpu_ref_ms),
             ms(r.cpu_fast_ms),
             speedup(r.cpu_ref_ms),

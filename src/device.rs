@@ -3,13 +3,17 @@
 //! submit/sync helpers that turn driver complaints into [`Error`]s.
 //!
 //! Adapter choice: a hardware GPU when there is one, else a software adapter
-//! (lavapipe/llvmpipe), else [`Error::NoAdapter`]. `WGPU_BACKEND` (e.g.
-//! `vulkan`) limits the backends searched and `WGPU_ADAPTER_NAME` picks an
-//! adapter by a case-insensitive substring of its name.
+//! (lavapipe/llvmpipe) when [`GpuOptions::allow_software`] says so, else
+//! [`Error::NoAdapter`]. A GL adapter on a software rasteriser is never chosen
+//! for compute (minutes of warm-up, then slower than lavapipe). `WGPU_BACKEND`
+//! (e.g. `vulkan`) limits the backends searched and `WGPU_ADAPTER_NAME` picks
+//! an adapter by a case-insensitive substring of its name.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
@@ -55,11 +59,21 @@ impl AdapterSummary {
 }
 
 /// Optional knobs for [`Gpu::with_options`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GpuOptions {
     /// Edits the adapter's limits before the device is requested. Lower
     /// limits are how tests exercise the "too large for this device" paths cheaply.
     pub adjust_limits: Option<fn(&mut wgpu::Limits)>,
+    /// Whether a software adapter (lavapipe, SwiftShader, WARP) may be chosen when no
+    /// hardware GPU exists. `true` by default: asking for a `Gpu` is asking for one;
+    /// [`crate::Engine`]'s automatic choice sets it only when software was asked for.
+    pub allow_software: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { adjust_limits: None, allow_software: true }
+    }
 }
 
 /// Rank for adapter choice: hardware first, software after, then by backend.
@@ -88,18 +102,26 @@ fn instance() -> wgpu::Instance {
 pub fn list_adapters() -> (Vec<AdapterSummary>, Result<usize>) {
     let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
     let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
-    let chosen = choose(&infos);
+    let chosen = choose(&infos, true);
     (infos.iter().map(AdapterSummary::of).collect(), chosen)
 }
 
-/// Picks the best adapter among `infos`, honouring `WGPU_ADAPTER_NAME`.
-fn choose(infos: &[wgpu::AdapterInfo]) -> Result<usize> {
+/// A GL adapter on a software rasteriser: never used for compute.
+fn is_software_gl(info: &wgpu::AdapterInfo) -> bool {
+    info.backend == wgpu::Backend::Gl && info.device_type == wgpu::DeviceType::Cpu
+}
+
+/// Picks the best adapter among `infos`, honouring `WGPU_ADAPTER_NAME`; software adapters
+/// only when `allow_software`.
+fn choose(infos: &[wgpu::AdapterInfo], allow_software: bool) -> Result<usize> {
     let wanted = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
     let candidates: Vec<usize> = (0..infos.len())
         .filter(|&i| match &wanted {
             Some(w) => infos[i].name.to_lowercase().contains(&w.to_lowercase()),
             None => true,
         })
+        .filter(|&i| !is_software_gl(&infos[i]))
+        .filter(|&i| allow_software || infos[i].device_type != wgpu::DeviceType::Cpu)
         .collect();
     if let Some(w) = wanted {
         if candidates.is_empty() {
@@ -110,11 +132,41 @@ fn choose(infos: &[wgpu::AdapterInfo]) -> Result<usize> {
         }
     }
     candidates.into_iter().min_by_key(|&i| (rank(&infos[i]), i)).ok_or_else(|| Error::NoAdapter {
-        detail: match std::env::var("WGPU_BACKEND") {
-            Ok(b) => format!("no adapter on backend(s) WGPU_BACKEND={b}"),
-            Err(_) => "no adapter on any backend".into(),
+        detail: match (std::env::var("WGPU_BACKEND"), allow_software) {
+            (Ok(b), true) => format!("no usable adapter on backend(s) WGPU_BACKEND={b}"),
+            (Err(_), true) => "no usable adapter on any backend".into(),
+            (_, false) => "no hardware GPU".into(),
         },
     })
+}
+
+/// Where resformer keeps what it learns about a device between processes (the tuner's
+/// choices, pipeline caches): `$RESFORMER_CACHE_DIR`, else `$XDG_CACHE_HOME/resformer`,
+/// else `~/.cache/resformer`; `None` without any of them.
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("RESFORMER_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("resformer")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache").join("resformer")))
+}
+
+/// What pipeline compilation cost this device so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PipelineStats {
+    /// Pipelines compiled.
+    pub compiled: usize,
+    /// Time spent compiling them, ms.
+    pub ms: f64,
+    /// The driver's pipeline cache: `None` when the adapter has none; else whether it was
+    /// seeded from a file written by an earlier process.
+    pub cache_from_disk: Option<bool>,
+}
+
+/// wgpu's pipeline cache and the file it is kept in.
+struct DiskPipelineCache {
+    cache: wgpu::PipelineCache,
+    path: PathBuf,
+    from_disk: bool,
 }
 
 /// One compiled kernel: the pipeline and the layout of its bind group 0.
@@ -142,11 +194,15 @@ pub struct Gpu {
     pub(crate) dummy: wgpu::Buffer,
     /// Bytes of device memory held by tensors and plan buffers now.
     allocated: Arc<AtomicU64>,
+    pipeline_cache: Option<DiskPipelineCache>,
+    stats: Mutex<PipelineStats>,
 }
 
 /// Optional features resformer uses when the adapter has them.
-const WANTED_FEATURES: wgpu::Features =
-    wgpu::Features::SUBGROUP.union(wgpu::Features::SHADER_F16).union(wgpu::Features::TIMESTAMP_QUERY);
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 impl Gpu {
     /// Chooses an adapter (see the module docs) and opens a device with the
@@ -165,7 +221,7 @@ impl Gpu {
         let instance = instance();
         let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
-        let index = choose(&infos)?;
+        let index = choose(&infos, options.allow_software)?;
         let adapter = &adapters[index];
         let summary = AdapterSummary::of(&infos[index]);
         let features = adapter.features() & WANTED_FEATURES;
@@ -182,7 +238,50 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::RequestDevice { adapter: summary.name.clone(), reason: e.to_string() })?;
-        Ok(Self::from_parts(device, queue, summary, features))
+        let cache = match features.contains(wgpu::Features::PIPELINE_CACHE) {
+            true => Self::open_pipeline_cache(&device, &infos[index]),
+            false => None,
+        };
+        let mut gpu = Self::from_parts(device, queue, summary, features);
+        gpu.stats.get_mut().unwrap_or_else(|p| p.into_inner()).cache_from_disk = cache.as_ref().map(|c| c.from_disk);
+        gpu.pipeline_cache = cache;
+        Ok(gpu)
+    }
+
+    /// The driver's pipeline cache, seeded from the file an earlier process left for this
+    /// adapter and driver (wgpu's `pipeline_cache_key`), so a second process starts warm.
+    fn open_pipeline_cache(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<DiskPipelineCache> {
+        let path = cache_dir()?.join(wgpu::util::pipeline_cache_key(info)?);
+        let data = std::fs::read(&path).ok();
+        // SAFETY: the data, if any, is what `PipelineCache::get_data` returned for an adapter
+        // with this same cache key (the file name); wgpu checks its header and, with
+        // `fallback`, starts empty when the driver rejects it.
+        let cache = unsafe {
+            device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                label: Some("resformer"),
+                data: data.as_deref(),
+                fallback: true,
+            })
+        };
+        Some(DiskPipelineCache { cache, path, from_disk: data.is_some() })
+    }
+
+    /// Writes the pipeline cache to its file (a no-op without one). Done when the `Gpu` drops.
+    pub fn save_pipeline_cache(&self) -> Result<()> {
+        let Some(c) = &self.pipeline_cache else { return Ok(()) };
+        let Some(data) = c.cache.get_data() else { return Ok(()) };
+        let io = |source| Error::Io { path: c.path.display().to_string(), source };
+        if let Some(dir) = c.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = c.path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, data).map_err(io)?;
+        std::fs::rename(&tmp, &c.path).map_err(io)
+    }
+
+    /// Pipelines compiled so far, their cost, and the pipeline cache's state.
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wraps a device and queue that the caller already has.
@@ -226,6 +325,8 @@ impl Gpu {
             uncaptured,
             dummy,
             allocated: Arc::new(AtomicU64::new(0)),
+            pipeline_cache: None,
+            stats: Mutex::new(PipelineStats::default()),
         }
     }
 
@@ -273,6 +374,7 @@ impl Gpu {
     }
 
     fn build_kernel(&self, shader: Shader) -> Result<Kernel> {
+        let started = Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(shader.name()),
@@ -290,11 +392,14 @@ impl Gpu {
             module: &module,
             entry_point: Some("main"),
             compilation_options: Default::default(),
-            cache: None,
+            cache: self.pipeline_cache.as_ref().map(|c| &c.cache),
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader { kernel: shader.name(), reason: e.to_string() });
         }
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.compiled += 1;
+        stats.ms += started.elapsed().as_secs_f64() * 1e3;
         let layout = pipeline.get_bind_group_layout(0);
         Ok(Kernel { pipeline, layout })
     }
@@ -346,6 +451,15 @@ impl std::ops::Deref for TrackedBuffer {
 impl Drop for TrackedBuffer {
     fn drop(&mut self) {
         self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        // only a cache that learnt something is worth the write; a failed write costs a warm start
+        if self.pipeline_stats().compiled > 0 {
+            let _ = self.save_pipeline_cache();
+        }
     }
 }
 

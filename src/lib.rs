@@ -30,6 +30,7 @@
 //! ```
 
 pub mod bench;
+pub mod cpu;
 pub mod device;
 pub mod engine;
 pub mod error;

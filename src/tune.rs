@@ -67,13 +67,9 @@ pub fn device_key(gpu: &Gpu) -> String {
     format!("{} | {:?} | {} | {} | resformer {}", a.name, a.backend, a.driver, a.driver_info, env!("CARGO_PKG_VERSION"))
 }
 
-/// Where the choices are kept between processes (None: no home or cache directory).
+/// Where the choices are kept between processes: `tune.json` in [`crate::device::cache_dir`].
 pub fn cache_path() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let dir = env("RESFORMER_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("resformer")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache").join("resformer")))?;
-    Some(dir.join("tune.json"))
+    Some(crate::device::cache_dir()?.join("tune.json"))
 }
 
 /// The cache file: device key -> shape class -> tile name.

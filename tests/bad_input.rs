@@ -119,7 +119,7 @@ fn zero_sized_dimensions_are_rejected_by_every_op() {
 
 /// A device whose storage bindings are capped at 64 KiB: 16384 f32.
 fn small_binding_gpu() -> Option<Gpu> {
-    gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_storage_buffer_binding_size = 64 << 10) })
+    gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_storage_buffer_binding_size = 64 << 10), ..Default::default() })
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn data_of_the_wrong_length_is_rejected_on_upload() {
 
 #[test]
 fn a_kernel_over_the_workgroup_memory_limit_is_refused_with_the_limit() {
-    let Some(gpu) = gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_compute_workgroup_storage_size = 8192) })
+    let Some(gpu) = gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_compute_workgroup_storage_size = 8192), ..Default::default() })
     else {
         return;
     };

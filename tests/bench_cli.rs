@@ -26,6 +26,7 @@ fn bench_small_writes_a_row_per_case_with_gpu_cpu_and_adapter() {
     for r in &rows {
         assert!(r["gpu_ms"].as_f64().is_some_and(|v| v > 0.0), "{r}");
         assert!(r["cpu_ref_ms"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+        assert!(r["cpu_ms"].as_f64().is_some_and(|v| v > 0.0), "the CPU backend's column: {r}");
         assert!(!r["adapter"].as_str().unwrap().is_empty(), "{r}");
         assert!(r["gflops"].as_f64().or(r["gbps"].as_f64()).is_some(), "{r}");
         assert!(r["peak_pct"].as_f64().is_some(), "{r}");

@@ -4,11 +4,14 @@
 use std::path::Path;
 
 use resformer::model::fixture::{load_dir, Fixture, PYTORCH_ATOL};
+use resformer::model::cpu::HostKernels;
 use resformer::model::{cpu, GpuStack};
 use resformer::testing::{assert_close, compare, shared_gpu, Tol};
 
 /// PyTorch computed the fixtures in f64; f32 kernels over up to 3 blocks stay within this.
 const PYTORCH_TOL: Tol = Tol { atol: PYTORCH_ATOL, rtol: 0.0 };
+/// The CPU backend against the reference path: f32 sums in sgemm's order over up to 3 blocks.
+const CPU_BACKEND_TOL: Tol = Tol { atol: 1e-5, rtol: 0.0 };
 
 fn fixtures() -> Vec<Fixture> {
     let fixtures = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/block")).unwrap();
@@ -21,6 +24,18 @@ fn stack_cpu_path_matches_pytorch_fixtures() {
     for f in fixtures() {
         let got = cpu::forward(&f.weights, &f.cfg, &f.input, f.shape.seq, f.shape.batch, f.key_pad.as_deref());
         assert_close(&format!("cpu {}", f.name), &got, &f.output, PYTORCH_TOL);
+    }
+}
+
+#[test]
+fn stack_cpu_backend_matches_pytorch_fixtures_and_the_reference() {
+    // the fast host kernels: PyTorch's tolerance, and within 1e-5 of the reference path
+    for f in fixtures() {
+        let (seq, batch, pad) = (f.shape.seq, f.shape.batch, f.key_pad.as_deref());
+        let got = cpu::forward_with(HostKernels::Fast, &f.weights, &f.cfg, &f.input, seq, batch, pad);
+        assert_close(&format!("cpu backend {}", f.name), &got, &f.output, PYTORCH_TOL);
+        let want = cpu::forward(&f.weights, &f.cfg, &f.input, seq, batch, pad);
+        assert_close(&format!("cpu backend vs reference {}", f.name), &got, &want, CPU_BACKEND_TOL);
     }
 }
 

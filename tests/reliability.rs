@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use resformer::model::cpu::HostKernels;
 use resformer::model::{cpu, Backend, BlockConfig, GpuStack, Stack, StackWeights};
 use resformer::testing::{assert_close, gpu_with, shared_gpu, Rng, Tol};
 use resformer::{Engine, EngineOptions, Error, Gpu, GpuOptions};
@@ -51,7 +52,7 @@ fn eight_threads_get_the_serial_results_bit_for_bit() {
 
 /// A device whose storage bindings are capped at 16 KiB (4096 f32).
 fn tiny_binding_gpu() -> Option<Arc<Gpu>> {
-    gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_storage_buffer_binding_size = 16 << 10) }).map(Arc::new)
+    gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_storage_buffer_binding_size = 16 << 10), ..Default::default() }).map(Arc::new)
 }
 
 #[test]
@@ -128,7 +129,10 @@ fn nan_and_inf_inputs_propagate_as_in_pytorch() {
     // element b makes every output of b NaN, through attention; other elements stay finite.
     let (w, cfg) = small_cfg();
     let (seq, batch) = (5, 3);
-    let mut paths: Vec<Path<'_>> = vec![Box::new(|x| cpu::forward(&w, &cfg, x, seq, batch, None))];
+    let mut paths: Vec<Path<'_>> = vec![
+        Box::new(|x| cpu::forward(&w, &cfg, x, seq, batch, None)),
+        Box::new(|x| cpu::forward_with(HostKernels::Fast, &w, &cfg, x, seq, batch, None)),
+    ];
     if let Some(gpu) = shared_gpu() {
         let stack = GpuStack::new(gpu.clone(), &w, cfg).unwrap();
         paths.push(Box::new(move |x| stack.forward(x, seq, batch, None).unwrap()));
@@ -206,11 +210,46 @@ fn record_forward_leaves_the_result_in_a_buffer_the_caller_owns() {
 }
 
 #[test]
-fn the_engine_falls_back_to_the_cpu_path_and_runs_the_same_stack() {
-    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
-    assert!(engine.gpu().is_none() && engine.describe().contains("CPU"));
+fn the_engine_runs_the_same_stack_on_the_cpu_backend_and_the_reference() {
     let (w, cfg) = small_cfg();
     let x = Rng::new(4).vec(3 * 2 * 16, -1.0, 1.0);
-    let y = engine.load_stack(w.clone(), cfg).unwrap().forward(&x, 3, 2, None).unwrap();
-    assert_eq!(y, cpu::forward(&w, &cfg, &x, 3, 2, None));
+    let want = cpu::forward(&w, &cfg, &x, 3, 2, None);
+    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Reference, ..Default::default() }).unwrap();
+    assert!(engine.gpu().is_none() && engine.choice().contains("reference"), "{}", engine.choice());
+    assert_eq!(engine.load_stack(w.clone(), cfg).unwrap().forward(&x, 3, 2, None).unwrap(), want);
+    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
+    assert!(engine.gpu().is_none() && engine.choice().starts_with("CPU backend"), "{}", engine.choice());
+    let y = engine.load_stack(w, cfg).unwrap().forward(&x, 3, 2, None).unwrap();
+    assert_close("cpu backend", &y, &want, Tol { atol: 1e-5, rtol: 0.0 });
+}
+
+#[test]
+fn bad_input_gets_the_same_errors_on_every_backend() {
+    // the checks live in front of every path: wrong length, wrong mask, zero sizes
+    let (w, cfg) = small_cfg();
+    let mut stacks = Vec::new();
+    for backend in [Backend::Cpu, Backend::Reference] {
+        let engine = Engine::new_blocking(EngineOptions { backend, ..Default::default() }).unwrap();
+        stacks.push(engine.load_stack(w.clone(), cfg).unwrap());
+    }
+    if let Some(gpu) = shared_gpu() {
+        stacks.push(Stack::Gpu(GpuStack::new(gpu.clone(), &w, cfg).unwrap()));
+    }
+    let messages: Vec<Vec<String>> = stacks
+        .iter()
+        .map(|stack| {
+            [
+                stack.forward(&[0.0; 5], 3, 2, None).unwrap_err(),
+                stack.forward(&[0.0; 96], 3, 2, Some(&[0; 5])).unwrap_err(),
+                stack.forward(&[], 0, 2, None).unwrap_err(),
+            ]
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+        })
+        .collect();
+    assert!(messages[0][0].contains("96"), "the length error names the expected size: {}", messages[0][0]);
+    for (stack, m) in stacks.iter().zip(&messages) {
+        assert_eq!(m, &messages[0], "{} reports bad input differently", stack.describe());
+    }
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use resformer::kernels::matmul::Activation;
 use resformer::model::io::{write_f32, TensorFile};
 use resformer::model::minilm::SentenceEmbedder;
-use resformer::model::{cpu, Backend, BlockConfig, InputShape, Stack, StackWeights};
+use resformer::model::{cpu, Backend, BlockConfig, InputShape, StackWeights};
 use resformer::rng::Rng;
 use resformer::testing::{compare, Tol};
 use resformer::walkthrough::Walkthrough;
-use resformer::Error;
+use resformer::{Engine, EngineOptions, Error};
 
 const USAGE: &str = "\
 usage: resformer <command> [options]
@@ -21,14 +21,14 @@ commands:
   run        run a stack of residual Transformer blocks
              resformer run --weights W.safetensors --heads H --input X.safetensors --output Y.safetensors
                  [--prefix P] [--pre-norm] [--gelu] [--causal] [--eps E] [--batch-first]
-                 [--backend auto|gpu|cpu] [--check] [--runs N]
+                 [--backend auto|gpu|cpu|reference] [--check] [--runs N]
              without --weights and --input: seeded random weights and input from
                  --layers 6 --embed 256 --heads 8 --ff 1024 --seq 128 --batch 4 [--seed 0]
   attention  the attention walk-through: one head's weights over a sentence
              resformer attention \"I love deep learning\" [--focus love] [--out attn.png|attn.svg] [--dim 16] [--seed 0]
-                 [--backend auto|gpu|cpu] [--model DIR [--head H]]  (a real MiniLM head instead of random weights)
+                 [--backend auto|gpu|cpu|reference] [--model DIR [--head H]]  (a real MiniLM head instead of random weights)
   embed      sentence embeddings with all-MiniLM-L6-v2 (fetch it with scripts/fetch-minilm.sh)
-             resformer embed --model models/all-MiniLM-L6-v2 [--json] [--backend auto|gpu|cpu] SENTENCE...
+             resformer embed --model models/all-MiniLM-L6-v2 [--json] [--backend auto|gpu|cpu|reference] SENTENCE...
              resformer embed --model DIR --speed [--batch 32] [--repeats 3] [--backend B]: sentences/s on
                  ~128-token sentences (median of the repeats after a warm-up of the same shape), the GPU
                  kernels' time and the host's share; GPU path then CPU path unless --backend picks one;
@@ -40,7 +40,7 @@ commands:
              fastest (done on first use on hardware GPUs anyway; RESFORMER_TUNE=off|on|auto)
              resformer tune [--sizes small|large] [--runs 5]   (large: the L12 e768 stack's shapes, 1024^3, 4096^3)
   parity     run PyTorch's parity fixtures (scripts/make_fixtures.py) on this machine's backend
-             resformer parity [--dir tests/fixtures/block] [--backend auto|gpu|cpu]   (exit 1 on a miss)
+             resformer parity [--dir tests/fixtures/block] [--backend auto|gpu|cpu|reference]   (exit 1 on a miss)
   devices    list every adapter wgpu sees and mark the one resformer would use
 
 environment: WGPU_BACKEND (vulkan, gl, metal, dx12) limits the backends searched;
@@ -209,8 +209,11 @@ fn run(args: &[String]) -> CliResult {
     let tokens = shape.seq * shape.batch;
 
     // 2. the stack on the chosen backend
-    let stack = Stack::new(weights.clone(), cfg, backend)?;
-    println!("backend: {}", stack.describe());
+    let t = Instant::now();
+    let engine = Engine::new_blocking(EngineOptions { backend, ..Default::default() })?;
+    println!("backend: {}", engine.choice());
+    let stack = engine.load_stack(weights.clone(), cfg)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
     println!(
         "block: {}, {:?}, eps {}, {}{}",
         if cfg.pre_norm { "pre-norm" } else { "post-norm" },
@@ -224,7 +227,21 @@ fn run(args: &[String]) -> CliResult {
     let max_runs: usize = o.num("runs", 5)?;
     let t0 = Instant::now();
     let mut output = stack.forward(&input.data, shape.seq, shape.batch, key_pad.as_deref())?;
-    eprintln!("warm-up: {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+    match engine.gpu().map(|g| g.pipeline_stats()) {
+        Some(p) => println!(
+            "warm-up: load {load_ms:.0} ms (device, weights); first forward {first_ms:.0} ms, of which {} pipelines \
+             compiled in {:.0} ms (pipeline cache: {})",
+            p.compiled,
+            p.ms,
+            match p.cache_from_disk {
+                Some(true) => "warm, from an earlier run",
+                Some(false) => "new, saved for the next run",
+                None => "not supported by this adapter",
+            }
+        ),
+        None => println!("warm-up: load {load_ms:.0} ms; first forward {first_ms:.0} ms"),
+    }
     let mut times = Vec::new();
     let budget = Instant::now();
     while times.len() < max_runs.max(1) && (times.len() < 3 || budget.elapsed() < Duration::from_secs(10)) {
@@ -295,21 +312,17 @@ fn attention_walkthrough(args: &[String]) -> CliResult {
     };
     let backend: Backend = o.get("backend").unwrap_or("auto").parse()?;
     let reference = w.weights_cpu();
-    let gpu = match backend {
-        Backend::Cpu => None,
-        Backend::Gpu => Some(resformer::Gpu::new()?),
-        Backend::Auto => resformer::Gpu::new().ok(),
-    };
-    let p = match &gpu {
+    let engine = Engine::new_blocking(EngineOptions { backend, ..Default::default() })?;
+    let p = match engine.gpu() {
         Some(gpu) => {
-            println!("backend: {} (matmul and attention kernels)", gpu.adapter().label());
+            println!("backend: {} (matmul and attention kernels)", engine.choice());
             let p = w.weights_gpu(gpu)?;
             let d = compare(&p, &reference, Tol { atol: 0.0, rtol: 0.0 });
             println!("check against the CPU reference: max abs diff {:.2e}", d.max_abs);
             p
         }
         None => {
-            println!("backend: CPU reference path (no wgpu adapter used)");
+            println!("backend: {} (the walk-through's weights come from the reference kernels)", engine.choice());
             reference
         }
     };
@@ -512,8 +525,8 @@ fn bench(args: &[String]) -> CliResult {
     }
     print!("{}", bench::table(&rows));
     println!(
-        "gpu ms: median of {runs} runs after a warm-up ({} clock); x ref / x fast: CPU time over GPU time; \
-         cpu_ref '-': over the {budget:.0e} FLOP budget (--cpu-budget)",
+        "gpu ms: median of {runs} runs after a warm-up ({} clock); cpu ms: the CPU backend (every core); \
+         x ref / x fast: CPU time over GPU time; cpu_ref '-': over the {budget:.0e} FLOP budget (--cpu-budget)",
         rows.first().map_or("", |r| r.gpu_clock.as_str())
     );
     if let Some(path) = o.get("json") {
@@ -558,17 +571,17 @@ fn parity(args: &[String]) -> CliResult {
     let dir = o.get("dir").unwrap_or("tests/fixtures/block");
     let backend: Backend = o.get("backend").unwrap_or("auto").parse()?;
     let fixtures = load_dir(Path::new(dir))?;
+    let engine = Engine::new_blocking(EngineOptions { backend, ..Default::default() })?;
+    let on = engine.choice();
     let tol = Tol { atol: PYTORCH_ATOL, rtol: 0.0 };
     let mut misses = 0;
     let mut worst = 0.0f32;
-    let mut on = String::new();
     println!(
         "{:<18} {:>12}  result (max abs error against PyTorch f64, tolerance {PYTORCH_ATOL:.0e})",
         "fixture", "error"
     );
     for f in &fixtures {
-        let stack = Stack::new(f.weights.clone(), f.cfg, backend)?;
-        on = stack.describe();
+        let stack = engine.load_stack(f.weights.clone(), f.cfg)?;
         let got = stack.forward(&f.input, f.shape.seq, f.shape.batch, f.key_pad.as_deref())?;
         let d = compare(&got, &f.output, tol);
         let ok = d.bad == 0 && got.len() == f.output.len();
@@ -600,7 +613,9 @@ fn devices() -> CliResult {
         );
     }
     let i = chosen?;
-    println!("* = chosen: {}", adapters[i].label());
+    println!("* = chosen for --backend gpu: {}", adapters[i].label());
+    let engine = Engine::new_blocking(EngineOptions::default())?;
+    println!("--backend auto (the default): {}", engine.choice());
     Ok(())
 }
 

@@ -1,14 +1,47 @@
-//! The whole stack on the reference kernels: the fallback when there is no
-//! adapter, and the oracle for the GPU path.
+//! The whole stack on the host: on the fast kernels of [`crate::cpu`] (the CPU
+//! backend, for machines without a GPU) or on the plain-loop reference kernels
+//! (the oracle for every other path). Both walk the block's one step list.
 
 use super::block::{block_steps, Act, Step};
 use super::config::BlockConfig;
 use super::weights::StackWeights;
 use crate::kernels::attention::AttentionConfig;
-use crate::reference;
+use crate::kernels::matmul::Activation;
+use crate::{cpu, reference};
+
+/// Which host kernels run a stack on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKernels {
+    /// [`crate::cpu`]: threaded sgemm, rows and heads in parallel.
+    Fast,
+    /// [`crate::reference`]: plain loops, f64 sums; the definition of correctness.
+    Reference,
+}
+
+type MatmulFn = fn(&mut [f32], &[f32], &[f32], Option<&[f32]>, Activation, usize, usize, usize, usize, bool);
+type AttentionFn = fn(&mut [f32], &[f32], Option<&[u32]>, &AttentionConfig);
+type LayernormFn = fn(&mut [f32], &[f32], Option<&[f32]>, &[f32], &[f32], usize, usize, f32);
+type AddFn = fn(&mut [f32], &[f32], &[f32]);
+
+impl HostKernels {
+    /// The four kernels of this set; both sets share every signature.
+    fn table(self) -> (MatmulFn, AttentionFn, LayernormFn, AddFn) {
+        match self {
+            HostKernels::Fast => {
+                (cpu::matmul::matmul, cpu::attention::attention, cpu::layernorm::layernorm, cpu::residual_add::residual_add)
+            }
+            HostKernels::Reference => (
+                reference::matmul::matmul,
+                reference::attention::attention,
+                reference::layernorm::layernorm,
+                reference::residual_add::residual_add,
+            ),
+        }
+    }
+}
 
 /// Runs every block of `weights` on `x` (T, E) in token-row order (see
-/// [`crate::kernels::attention`]) and returns the output (T, E).
+/// [`crate::kernels::attention`]) on the reference kernels and returns the output (T, E).
 pub fn forward(
     weights: &StackWeights,
     cfg: &BlockConfig,
@@ -17,12 +50,25 @@ pub fn forward(
     batch: usize,
     key_pad: Option<&[u32]>,
 ) -> Vec<f32> {
+    forward_with(HostKernels::Reference, weights, cfg, x, seq, batch, key_pad)
+}
+
+/// [`forward`] on the chosen host kernels. The activation buffers are allocated once per
+/// call and reused by every block.
+pub fn forward_with(
+    kernels: HostKernels,
+    weights: &StackWeights,
+    cfg: &BlockConfig,
+    x: &[f32],
+    seq: usize,
+    batch: usize,
+    key_pad: Option<&[u32]>,
+) -> Vec<f32> {
+    let (matmul, attention, layernorm, residual_add) = kernels.table();
     let t = seq * batch;
     let mut bufs: Vec<Vec<f32>> = Act::ALL.iter().map(|a| vec![0.0; t * a.cols(cfg)]).collect();
     match &weights.input_norm {
-        Some((g, b)) => {
-            reference::layernorm::layernorm(&mut bufs[Act::X as usize], x, None, g, b, t, cfg.embed, cfg.eps)
-        }
+        Some((g, b)) => layernorm(&mut bufs[Act::X as usize], x, None, g, b, t, cfg.embed, cfg.eps),
         None => bufs[Act::X as usize].copy_from_slice(x),
     }
     let att = AttentionConfig {
@@ -45,7 +91,7 @@ pub fn forward(
                 Step::Matmul { x, w, b: bias, act, .. } => {
                     let n = p[bias as usize].len();
                     let k = x.cols(cfg);
-                    reference::matmul::matmul(
+                    matmul(
                         &mut out,
                         b(x),
                         p[w as usize],
@@ -58,8 +104,8 @@ pub fn forward(
                         false,
                     )
                 }
-                Step::Attention { qkv, .. } => reference::attention::attention(&mut out, b(qkv), key_pad, &att),
-                Step::Layernorm { x, residual, gamma, beta, .. } => reference::layernorm::layernorm(
+                Step::Attention { qkv, .. } => attention(&mut out, b(qkv), key_pad, &att),
+                Step::Layernorm { x, residual, gamma, beta, .. } => layernorm(
                     &mut out,
                     b(x),
                     residual.map(b),
@@ -69,7 +115,7 @@ pub fn forward(
                     cfg.embed,
                     cfg.eps,
                 ),
-                Step::Add { a, b: bb, .. } => reference::residual_add::residual_add(&mut out, b(a), b(bb)),
+                Step::Add { a, b: bb, .. } => residual_add(&mut out, b(a), b(bb)),
             }
             bufs[out_act as usize] = out;
         }

@@ -19,12 +19,15 @@ use crate::error::{Error, Result};
 /// Where a stack runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// A wgpu adapter when one exists (hardware first, then lavapipe), else the CPU path.
+    /// A hardware GPU when one exists, else the CPU backend. Software adapters (lavapipe)
+    /// only when asked for: `WGPU_ADAPTER_NAME`, or `RESFORMER_REQUIRE_GPU=1` (the tests).
     Auto,
-    /// A wgpu adapter, or an error.
+    /// A wgpu adapter, a software one when no hardware GPU exists, or an error.
     Gpu,
-    /// The reference kernels on the CPU.
+    /// The CPU backend: the fast host kernels of [`crate::cpu`].
     Cpu,
+    /// The plain-loop reference kernels: the oracle, slow.
+    Reference,
 }
 
 impl std::str::FromStr for Backend {
@@ -34,9 +37,10 @@ impl std::str::FromStr for Backend {
             "auto" => Ok(Backend::Auto),
             "gpu" => Ok(Backend::Gpu),
             "cpu" => Ok(Backend::Cpu),
+            "reference" => Ok(Backend::Reference),
             other => Err(Error::InvalidArgument {
-                op: "--backend",
-                what: format!("expected auto, gpu or cpu, got {other:?}"),
+                op: "backend",
+                what: format!("expected auto, gpu, cpu or reference, got {other:?}"),
             }),
         }
     }
@@ -46,12 +50,14 @@ impl std::str::FromStr for Backend {
 pub enum Stack {
     /// On a wgpu device.
     Gpu(GpuStack),
-    /// On the CPU reference path.
+    /// On the host: the CPU backend or the reference kernels.
     Cpu {
         /// The weights, on the host.
         weights: StackWeights,
         /// The block configuration.
         cfg: BlockConfig,
+        /// Which host kernels.
+        kernels: cpu::HostKernels,
     },
 }
 
@@ -80,7 +86,7 @@ impl Stack {
                 let kind = if a.is_software() { "software adapter, no GPU" } else { "GPU" };
                 format!("{} [{kind}]", a.label())
             }
-            Stack::Cpu { .. } => "CPU reference path (no wgpu adapter used)".into(),
+            Stack::Cpu { kernels, .. } => cpu_label(*kernels),
         }
     }
 
@@ -88,11 +94,19 @@ impl Stack {
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
-            Stack::Cpu { weights, cfg } => {
+            Stack::Cpu { weights, cfg, kernels } => {
                 check_input(cfg, x, seq, batch, key_pad)?;
-                Ok(cpu::forward(weights, cfg, x, seq, batch, key_pad))
+                Ok(cpu::forward_with(*kernels, weights, cfg, x, seq, batch, key_pad))
             }
         }
+    }
+}
+
+/// How reports name a host path (the CPU backend, with its thread count, or the reference).
+pub fn cpu_label(kernels: cpu::HostKernels) -> String {
+    match kernels {
+        cpu::HostKernels::Fast => format!("CPU backend (threaded sgemm, {} threads)", rayon::current_num_threads()),
+        cpu::HostKernels::Reference => "CPU reference path (plain loops)".into(),
     }
 }
 

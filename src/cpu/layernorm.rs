@@ -1,0 +1,60 @@
+use rayon::prelude::*;
+
+use super::ROWS_PER_TASK;
+
+/// out (rows, c) = layernorm of x (+ residual) over each row, biased variance:
+/// [`crate::reference::layernorm::layernorm`]'s contract. Statistics accumulate in f64.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm(
+    out: &mut [f32],
+    x: &[f32],
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    rows: usize,
+    c: usize,
+    eps: f32,
+) {
+    let (out, x) = (&mut out[..rows * c], &x[..rows * c]);
+    out.par_chunks_mut(ROWS_PER_TASK * c).enumerate().for_each(|(chunk, o)| {
+        let mut v = vec![0.0f32; c];
+        for (i, orow) in o.chunks_mut(c).enumerate() {
+            let r = chunk * ROWS_PER_TASK + i;
+            let xr = &x[r * c..(r + 1) * c];
+            match residual {
+                Some(res) => v.iter_mut().zip(xr).zip(&res[r * c..(r + 1) * c]).for_each(|((v, a), b)| *v = a + b),
+                None => v.copy_from_slice(xr),
+            }
+            // 1. mean, 2. variance around it (two passes), 3. normalise, scale, shift
+            let mean = v.iter().map(|&a| a as f64).sum::<f64>() / c as f64;
+            let var = v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+            let (mean, rstd) = (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
+            for (((o, &a), &g), &b) in orow.iter_mut().zip(&v).zip(gamma).zip(beta) {
+                *o = (a - mean) * rstd * g + b;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{assert_close, Rng, Tol};
+
+    /// f32 normalise-scale-shift after f64 statistics; x + residual rounded to f32 first.
+    const LAYERNORM_TOL: Tol = Tol { atol: 2e-5, rtol: 2e-5 };
+
+    #[test]
+    fn cpu_layernorm_matches_reference() {
+        let mut rng = Rng::new(23);
+        for (rows, c, fused) in [(1, 1, false), (7, 63, true), (65, 257, false), (33, 1024, true), (3, 2053, true)] {
+            let x: Vec<f32> = rng.vec(rows * c, -1.0, 1.0).iter().map(|v| v + 20.0).collect();
+            let res = rng.vec(rows * c, -1.0, 1.0);
+            let (g, b) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.5, 0.5));
+            let r = fused.then_some(&res[..]);
+            let (mut got, mut want) = (vec![f32::NAN; rows * c], vec![0.0; rows * c]);
+            super::layernorm(&mut got, &x, r, &g, &b, rows, c, 1e-5);
+            crate::reference::layernorm::layernorm(&mut want, &x, r, &g, &b, rows, c, 1e-5);
+            assert_close(&format!("cpu layernorm {rows}x{c} fused={fused}"), &got, &want, LAYERNORM_TOL);
+        }
+    }
+}

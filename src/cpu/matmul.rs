@@ -1,0 +1,93 @@
+use rayon::prelude::*;
+
+use crate::kernels::matmul::Activation;
+
+/// GELU, exact erf form, in f32.
+fn gelu(v: f32) -> f32 {
+    0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// out (batch, m, n) = act(x (batch, m, k) · wᵀ + bias), w (n, k) shared or (batch, n, k) when
+/// `w_batched`: [`crate::reference::matmul::matmul`]'s contract.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    w_batched: bool,
+) {
+    assert!(x.len() >= batch * m * k && out.len() >= batch * m * n, "matmul: operands shorter than their shapes");
+    assert!(w.len() >= if w_batched { batch * n * k } else { n * k } && bias.is_none_or(|b| b.len() >= n));
+    for b in 0..batch {
+        let o = &mut out[b * m * n..(b + 1) * m * n];
+        // 1. the bias is C's start (beta = 1), or C starts at zero
+        match bias {
+            Some(bias) => o.par_chunks_mut(n).for_each(|row| row.copy_from_slice(&bias[..n])),
+            None => o.fill(0.0),
+        }
+        let xw = &x[b * m * k..];
+        let ww = if w_batched { &w[b * n * k..] } else { w };
+        // 2. C (m, n) += x (m, k) · wᵀ: wᵀ is w read with row stride 1 and column stride k
+        // SAFETY: the asserts above keep every index (i < m, j < n, kk < k) inside x, w and out.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                xw.as_ptr(),
+                k as isize,
+                1,
+                ww.as_ptr(),
+                1,
+                k as isize,
+                1.0,
+                o.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+        // 3. the activation
+        match act {
+            Activation::None => {}
+            Activation::Relu => o.par_iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Gelu => o.par_iter_mut().for_each(|v| *v = gelu(*v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, Rng, Tol};
+
+    /// f32 sums in sgemm's blocked order against f64 sums.
+    const MATMUL_TOL: Tol = Tol { atol: 2e-5, rtol: 1e-4 };
+
+    #[test]
+    fn cpu_matmul_matches_reference_ragged_batched_and_activated() {
+        let mut rng = Rng::new(21);
+        for (batch, m, n, k, wb) in [(1, 1, 1, 1, false), (1, 7, 63, 65, false), (3, 65, 7, 257, false), (2, 33, 17, 9, true)] {
+            for act in [Activation::None, Activation::Relu, Activation::Gelu] {
+                let x = rng.vec(batch * m * k, -1.0, 1.0);
+                let w = rng.vec(if wb { batch } else { 1 } * n * k, -1.0, 1.0);
+                let bias = rng.vec(n, -1.0, 1.0);
+                for with_bias in [false, true] {
+                    let b = with_bias.then_some(&bias[..]);
+                    let mut got = vec![f32::NAN; batch * m * n];
+                    let mut want = vec![0.0; batch * m * n];
+                    matmul(&mut got, &x, &w, b, act, batch, m, n, k, wb);
+                    crate::reference::matmul::matmul(&mut want, &x, &w, b, act, batch, m, n, k, wb);
+                    let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
+                    assert_close(&format!("cpu matmul b{batch} {m}x{n}x{k} {act:?} bias={with_bias}"), &got, &want, tol);
+                }
+            }
+        }
+    }
+}
