@@ -506,7 +506,9 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
                 }));
             }
             backend_ms = with_backend.then(|| {
-                time_cpu(|| crate::cpu::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false))
+                time_cpu(|| {
+                    crate::cpu::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false)
+                })
             });
             let cpu = with_cpu.then(|| {
                 time_cpu(|| reference::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false))
@@ -559,9 +561,8 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let x = rng.vec(seq * batch * embed, -1.0, 1.0);
             stack.forward(&x, seq, batch, None)?; // builds the plan
             let (t, clock) = stack.with_plan(seq, batch, false, |d| time_gpu(gpu, d, runs))??;
-            backend_ms = with_backend.then(|| {
-                time_cpu(|| drop(cpu::forward_with(HostKernels::Fast, &weights, &cfg, &x, seq, batch, None)))
-            });
+            backend_ms = with_backend
+                .then(|| time_cpu(|| drop(cpu::forward_with(HostKernels::Fast, &weights, &cfg, &x, seq, batch, None))));
             let cpu = with_cpu.then(|| time_cpu(|| drop(cpu::forward(&weights, &cfg, &x, seq, batch, None))));
             (t, clock, cpu)
         }

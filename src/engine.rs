@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use crate::device::{Gpu, GpuOptions};
 use crate::error::{Error, Result};
-use crate::model::minilm::SentenceEmbedder;
 use crate::model::cpu::HostKernels;
+use crate::model::minilm::SentenceEmbedder;
 use crate::model::{cpu_label, Backend, BlockConfig, GpuStack, Stack, StackWeights};
 
 /// How [`Engine::new`] finds its device.
@@ -69,7 +69,8 @@ impl Engine {
             let choice = format!("{} [{kind}]{why}", a.label());
             Engine { gpu: Some(Arc::new(gpu)), host: HostKernels::Fast, choice }
         };
-        let on_host = |host: HostKernels, why: String| Engine { gpu: None, host, choice: format!("{}: {why}", cpu_label(host)) };
+        let on_host =
+            |host: HostKernels, why: String| Engine { gpu: None, host, choice: format!("{}: {why}", cpu_label(host)) };
         Ok(match options.backend {
             Backend::Cpu => on_host(HostKernels::Fast, "asked for".into()),
             Backend::Reference => on_host(HostKernels::Reference, "asked for".into()),
@@ -77,13 +78,17 @@ impl Engine {
             Backend::Auto => {
                 let allow_software = software_asked_for();
                 match Gpu::new_async(GpuOptions { allow_software, ..options.gpu }).await {
-                    Ok(g) if g.adapter().is_software() => on_gpu(g, " (asked for by WGPU_ADAPTER_NAME or RESFORMER_REQUIRE_GPU)"),
+                    Ok(g) if g.adapter().is_software() => {
+                        on_gpu(g, " (asked for by WGPU_ADAPTER_NAME or RESFORMER_REQUIRE_GPU)")
+                    }
                     Ok(g) => on_gpu(g, ""),
                     Err(Error::NoAdapter { .. }) => {
                         let (adapters, _) = crate::device::list_adapters();
                         let soft = adapters.iter().find(|a| a.is_software() && a.backend != wgpu::Backend::Gl);
                         let why = match soft {
-                            Some(a) => format!("no hardware GPU; {} ({:?}) available with backend gpu", a.name, a.backend),
+                            Some(a) => {
+                                format!("no hardware GPU; {} ({:?}) available with backend gpu", a.name, a.backend)
+                            }
                             None => "no hardware GPU and no software Vulkan/Metal/DX12 adapter".into(),
                         };
                         on_host(HostKernels::Fast, why)

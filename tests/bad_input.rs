@@ -152,8 +152,10 @@ fn data_of_the_wrong_length_is_rejected_on_upload() {
 
 #[test]
 fn a_kernel_over_the_workgroup_memory_limit_is_refused_with_the_limit() {
-    let Some(gpu) = gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_compute_workgroup_storage_size = 8192), ..Default::default() })
-    else {
+    let Some(gpu) = gpu_with(GpuOptions {
+        adjust_limits: Some(|l| l.max_compute_workgroup_storage_size = 8192),
+        ..Default::default()
+    }) else {
         return;
     };
     let cfg = AttentionConfig { batch: 1, seq: 4, heads: 1, head_dim: 8, batch_first: false, causal: false };

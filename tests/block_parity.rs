@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use resformer::model::fixture::{load_dir, Fixture, PYTORCH_ATOL};
 use resformer::model::cpu::HostKernels;
+use resformer::model::fixture::{load_dir, Fixture, PYTORCH_ATOL};
 use resformer::model::{cpu, GpuStack};
 use resformer::testing::{assert_close, compare, shared_gpu, Tol};
 

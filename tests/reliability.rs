@@ -52,7 +52,8 @@ fn eight_threads_get_the_serial_results_bit_for_bit() {
 
 /// A device whose storage bindings are capped at 16 KiB (4096 f32).
 fn tiny_binding_gpu() -> Option<Arc<Gpu>> {
-    gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_storage_buffer_binding_size = 16 << 10), ..Default::default() }).map(Arc::new)
+    gpu_with(GpuOptions { adjust_limits: Some(|l| l.max_storage_buffer_binding_size = 16 << 10), ..Default::default() })
+        .map(Arc::new)
 }
 
 #[test]

@@ -21,7 +21,7 @@ commands:
   run        run a stack of residual Transformer blocks
              resformer run --weights W.safetensors --heads H --input X.safetensors --output Y.safetensors
                  [--prefix P] [--pre-norm] [--gelu] [--causal] [--eps E] [--batch-first]
-                 [--backend auto|gpu|cpu|reference] [--check] [--runs N]
+                 [--backend auto|gpu|cpu|reference] [--check] [--check-ops] [--runs N]
              without --weights and --input: seeded random weights and input from
                  --layers 6 --embed 256 --heads 8 --ff 1024 --seq 128 --batch 4 [--seed 0]
   attention  the attention walk-through: one head's weights over a sentence
@@ -126,7 +126,7 @@ fn run(args: &[String]) -> CliResult {
             "weights", "input", "output", "heads", "prefix", "backend", "eps", "layers", "embed", "ff", "seq", "batch",
             "seed", "runs",
         ],
-        &["pre-norm", "gelu", "causal", "batch-first", "check"],
+        &["pre-norm", "gelu", "causal", "batch-first", "check", "check-ops"],
     )?;
     if let Some(p) = o.positional.first() {
         return Err(Usage(format!("unexpected argument {p:?}")).into());
@@ -277,7 +277,49 @@ fn run(args: &[String]) -> CliResult {
         write_f32(Path::new(path), &[("output", &input.shape, &output)])?;
         println!("wrote `output` {:?} to {path}", input.shape);
     }
+    if o.has("check-ops") {
+        check_ops(&stack, &weights, &input.data, shape, key_pad.as_deref())?;
+    }
     Ok(())
+}
+
+/// `run --check-ops`: every step against the reference on the reference's inputs.
+fn check_ops(
+    stack: &resformer::model::Stack,
+    weights: &StackWeights,
+    x: &[f32],
+    shape: InputShape,
+    key_pad: Option<&[u32]>,
+) -> CliResult {
+    use resformer::model::check::OPS_TOL;
+    let t = Instant::now();
+    let checks = stack.check_ops(weights, x, shape.seq, shape.batch, key_pad)?;
+    println!(
+        "check-ops: each step on the reference's inputs against the reference step (atol {:.0e}, rtol {:.0e}), {:.0} ms:",
+        OPS_TOL.atol,
+        OPS_TOL.rtol,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    println!("{:>5}  {:<64} {:>10} {:>10}  result", "block", "step", "max abs", "max rel");
+    for c in &checks {
+        let block = c.block.map_or("in".to_string(), |b| b.to_string());
+        let result = if c.ok() { "ok".to_string() } else { format!("OVER ({} elements)", c.bad) };
+        println!("{block:>5}  {:<64} {:>10.2e} {:>10.2e}  {result}", c.step, c.max_abs, c.max_rel);
+    }
+    match checks.iter().find(|c| !c.ok()) {
+        None => {
+            println!("all {} steps within tolerance", checks.len());
+            Ok(())
+        }
+        Some(c) => {
+            let block = c.block.map_or("the input norm".to_string(), |b| format!("block {b}"));
+            println!(
+                "first step over tolerance: {block}, {} (max abs {:.2e} at element {})",
+                c.step, c.max_abs, c.worst
+            );
+            Err(CliError::Failed(format!("{block}, {} is over the tolerance", c.step)))
+        }
+    }
 }
 
 fn attention_walkthrough(args: &[String]) -> CliResult {

@@ -24,7 +24,22 @@ pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &At
             unsafe {
                 let q = qkv.as_ptr().add(base);
                 let k = qkv.as_ptr().add(base + e);
-                matrixmultiply::sgemm(seq, d, seq, cfg.scale(), q, rs, 1, k, 1, rs, 0.0, s.as_mut_ptr(), seq as isize, 1);
+                matrixmultiply::sgemm(
+                    seq,
+                    d,
+                    seq,
+                    cfg.scale(),
+                    q,
+                    rs,
+                    1,
+                    k,
+                    1,
+                    rs,
+                    0.0,
+                    s.as_mut_ptr(),
+                    seq as isize,
+                    1,
+                );
             }
             // 2. masks and softmax per query row; no visible key -> NaN, as PyTorch
             for (i, row) in s.chunks_mut(seq).enumerate() {
@@ -43,7 +58,22 @@ pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &At
             // SAFETY: as above for v's rows; p and o are the (seq, seq) and (seq, D) buffers here.
             unsafe {
                 let v = qkv.as_ptr().add(base + 2 * e);
-                matrixmultiply::sgemm(seq, seq, d, 1.0, s.as_ptr(), seq as isize, 1, v, rs, 1, 0.0, o.as_mut_ptr(), d as isize, 1);
+                matrixmultiply::sgemm(
+                    seq,
+                    seq,
+                    d,
+                    1.0,
+                    s.as_ptr(),
+                    seq as isize,
+                    1,
+                    v,
+                    rs,
+                    1,
+                    0.0,
+                    o.as_mut_ptr(),
+                    d as isize,
+                    1,
+                );
             }
             o
         })
@@ -80,7 +110,8 @@ mod tests {
             let qkv = rng.vec(cfg.tokens() * 3 * cfg.embed(), -1.0, 1.0);
             let pad: Vec<u32> = (0..batch * seq).map(|i| (padded && i % seq >= seq - i / seq) as u32).collect();
             let mask = padded.then_some(&pad[..]);
-            let (mut got, mut want) = (vec![f32::NAN; cfg.tokens() * cfg.embed()], vec![0.0; cfg.tokens() * cfg.embed()]);
+            let (mut got, mut want) =
+                (vec![f32::NAN; cfg.tokens() * cfg.embed()], vec![0.0; cfg.tokens() * cfg.embed()]);
             attention(&mut got, &qkv, mask, &cfg);
             crate::reference::attention::attention(&mut want, &qkv, mask, &cfg);
             assert_close(&format!("cpu attention {cfg:?} padded={padded}"), &got, &want, ATTENTION_TOL);

@@ -73,7 +73,9 @@ mod tests {
     #[test]
     fn cpu_matmul_matches_reference_ragged_batched_and_activated() {
         let mut rng = Rng::new(21);
-        for (batch, m, n, k, wb) in [(1, 1, 1, 1, false), (1, 7, 63, 65, false), (3, 65, 7, 257, false), (2, 33, 17, 9, true)] {
+        for (batch, m, n, k, wb) in
+            [(1, 1, 1, 1, false), (1, 7, 63, 65, false), (3, 65, 7, 257, false), (2, 33, 17, 9, true)]
+        {
             for act in [Activation::None, Activation::Relu, Activation::Gelu] {
                 let x = rng.vec(batch * m * k, -1.0, 1.0);
                 let w = rng.vec(if wb { batch } else { 1 } * n * k, -1.0, 1.0);
@@ -85,7 +87,12 @@ mod tests {
                     matmul(&mut got, &x, &w, b, act, batch, m, n, k, wb);
                     crate::reference::matmul::matmul(&mut want, &x, &w, b, act, batch, m, n, k, wb);
                     let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
-                    assert_close(&format!("cpu matmul b{batch} {m}x{n}x{k} {act:?} bias={with_bias}"), &got, &want, tol);
+                    assert_close(
+                        &format!("cpu matmul b{batch} {m}x{n}x{k} {act:?} bias={with_bias}"),
+                        &got,
+                        &want,
+                        tol,
+                    );
                 }
             }
         }

@@ -135,6 +135,45 @@ impl Step {
     }
 }
 
+impl Step {
+    /// The activations this step reads.
+    pub fn inputs(&self) -> Vec<Act> {
+        match *self {
+            Step::Matmul { x, .. } => vec![x],
+            Step::Attention { qkv, .. } => vec![qkv],
+            Step::Layernorm { x, residual, .. } => std::iter::once(x).chain(residual).collect(),
+            Step::Add { a, b, .. } => vec![a, b],
+        }
+    }
+
+    /// What a report calls this step, with its shapes for `tokens` rows:
+    /// `ffn.0 matmul (512, 1024) = (512, 256) x (1024, 256)^T`.
+    pub fn label(&self, cfg: &BlockConfig, tokens: usize) -> String {
+        let param = |p: Param| match p {
+            Param::InProjW | Param::InProjB => "in_proj",
+            Param::OutProjW | Param::OutProjB => "out_proj",
+            Param::Ff1W | Param::Ff1B => "ffn.0",
+            Param::Ff2W | Param::Ff2B => "ffn.2",
+            Param::Norm1W | Param::Norm1B => "norm1",
+            Param::Norm2W | Param::Norm2B => "norm2",
+        };
+        let (t, e) = (tokens, cfg.embed);
+        match *self {
+            Step::Matmul { x, w, act, out, .. } => {
+                let (k, n) = (x.cols(cfg), out.cols(cfg));
+                let act = if act == Activation::None { String::new() } else { format!(" + {act:?}") };
+                format!("{} matmul{act} ({t}, {n}) = ({t}, {k}) x ({n}, {k})^T", param(w))
+            }
+            Step::Attention { .. } => {
+                format!("attention ({t}, {e}) from qkv ({t}, {}), {} heads of {}", 3 * e, cfg.heads, cfg.head_dim())
+            }
+            Step::Layernorm { residual: Some(_), gamma, .. } => format!("residual + {} ({t}, {e})", param(gamma)),
+            Step::Layernorm { gamma, .. } => format!("{} ({t}, {e})", param(gamma)),
+            Step::Add { .. } => format!("residual add ({t}, {e})"),
+        }
+    }
+}
+
 /// The steps of one block; it reads and leaves its result in [`Act::X`].
 pub fn block_steps(cfg: &BlockConfig) -> Vec<Step> {
     use Act::*;

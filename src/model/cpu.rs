@@ -4,7 +4,7 @@
 
 use super::block::{block_steps, Act, Step};
 use super::config::BlockConfig;
-use super::weights::StackWeights;
+use super::weights::{BlockWeights, StackWeights};
 use crate::kernels::attention::AttentionConfig;
 use crate::kernels::matmul::Activation;
 use crate::{cpu, reference};
@@ -27,9 +27,12 @@ impl HostKernels {
     /// The four kernels of this set; both sets share every signature.
     fn table(self) -> (MatmulFn, AttentionFn, LayernormFn, AddFn) {
         match self {
-            HostKernels::Fast => {
-                (cpu::matmul::matmul, cpu::attention::attention, cpu::layernorm::layernorm, cpu::residual_add::residual_add)
-            }
+            HostKernels::Fast => (
+                cpu::matmul::matmul,
+                cpu::attention::attention,
+                cpu::layernorm::layernorm,
+                cpu::residual_add::residual_add,
+            ),
             HostKernels::Reference => (
                 reference::matmul::matmul,
                 reference::attention::attention,
@@ -64,61 +67,66 @@ pub fn forward_with(
     batch: usize,
     key_pad: Option<&[u32]>,
 ) -> Vec<f32> {
-    let (matmul, attention, layernorm, residual_add) = kernels.table();
     let t = seq * batch;
     let mut bufs: Vec<Vec<f32>> = Act::ALL.iter().map(|a| vec![0.0; t * a.cols(cfg)]).collect();
-    match &weights.input_norm {
-        Some((g, b)) => layernorm(&mut bufs[Act::X as usize], x, None, g, b, t, cfg.embed, cfg.eps),
-        None => bufs[Act::X as usize].copy_from_slice(x),
+    input_norm(kernels, weights, cfg, x, &mut bufs[Act::X as usize]);
+    let att = attention_config(cfg, seq, batch);
+    let steps = block_steps(cfg);
+    for block in &weights.blocks {
+        for step in &steps {
+            run_step(kernels, step, block, cfg, &att, key_pad, &mut bufs);
+        }
     }
-    let att = AttentionConfig {
+    std::mem::take(&mut bufs[Act::X as usize])
+}
+
+/// X = the stack's input, normalised by its input LayerNorm when it has one.
+pub(crate) fn input_norm(kernels: HostKernels, weights: &StackWeights, cfg: &BlockConfig, x: &[f32], out: &mut [f32]) {
+    match &weights.input_norm {
+        Some((g, b)) => (kernels.table().2)(out, x, None, g, b, x.len() / cfg.embed, cfg.embed, cfg.eps),
+        None => out.copy_from_slice(x),
+    }
+}
+
+/// The attention shape of a (seq, batch) forward of `cfg`.
+pub(crate) fn attention_config(cfg: &BlockConfig, seq: usize, batch: usize) -> AttentionConfig {
+    AttentionConfig {
         batch,
         seq,
         heads: cfg.heads,
         head_dim: cfg.head_dim(),
         batch_first: cfg.batch_first,
         causal: cfg.causal,
-    };
-    let steps = block_steps(cfg);
-    for block in &weights.blocks {
-        let p = block.tensors();
-        for step in &steps {
-            let out_act = step.out();
-            // steps never read the buffer they write
-            let mut out = std::mem::take(&mut bufs[out_act as usize]);
-            let b = |a: Act| &bufs[a as usize][..];
-            match *step {
-                Step::Matmul { x, w, b: bias, act, .. } => {
-                    let n = p[bias as usize].len();
-                    let k = x.cols(cfg);
-                    matmul(
-                        &mut out,
-                        b(x),
-                        p[w as usize],
-                        Some(&p[bias as usize][..]),
-                        act,
-                        1,
-                        t,
-                        n,
-                        k,
-                        false,
-                    )
-                }
-                Step::Attention { qkv, .. } => attention(&mut out, b(qkv), key_pad, &att),
-                Step::Layernorm { x, residual, gamma, beta, .. } => layernorm(
-                    &mut out,
-                    b(x),
-                    residual.map(b),
-                    p[gamma as usize],
-                    p[beta as usize],
-                    t,
-                    cfg.embed,
-                    cfg.eps,
-                ),
-                Step::Add { a, b: bb, .. } => residual_add(&mut out, b(a), b(bb)),
-            }
-            bufs[out_act as usize] = out;
-        }
     }
-    std::mem::take(&mut bufs[Act::X as usize])
+}
+
+/// Runs one step of a block on the host: reads its inputs from `bufs`, writes its output there.
+pub(crate) fn run_step(
+    kernels: HostKernels,
+    step: &Step,
+    block: &BlockWeights,
+    cfg: &BlockConfig,
+    att: &AttentionConfig,
+    key_pad: Option<&[u32]>,
+    bufs: &mut [Vec<f32>],
+) {
+    let (matmul, attention, layernorm, residual_add) = kernels.table();
+    let p = block.tensors();
+    let t = att.tokens();
+    let out_act = step.out();
+    // steps never read the buffer they write
+    let mut out = std::mem::take(&mut bufs[out_act as usize]);
+    let b = |a: Act| &bufs[a as usize][..];
+    match *step {
+        Step::Matmul { x, w, b: bias, act, .. } => {
+            let (n, k) = (p[bias as usize].len(), x.cols(cfg));
+            matmul(&mut out, b(x), p[w as usize], Some(&p[bias as usize][..]), act, 1, t, n, k, false)
+        }
+        Step::Attention { qkv, .. } => attention(&mut out, b(qkv), key_pad, att),
+        Step::Layernorm { x, residual, gamma, beta, .. } => {
+            layernorm(&mut out, b(x), residual.map(b), p[gamma as usize], p[beta as usize], t, cfg.embed, cfg.eps)
+        }
+        Step::Add { a, b: bb, .. } => residual_add(&mut out, b(a), b(bb)),
+    }
+    bufs[out_act as usize] = out;
 }

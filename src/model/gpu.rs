@@ -76,6 +76,16 @@ impl GpuStack {
         Ok(GpuStack { gpu, cfg, layers, input_norm, plans: Mutex::new(Vec::new()) })
     }
 
+    /// The block configuration.
+    pub fn config(&self) -> &BlockConfig {
+        &self.cfg
+    }
+
+    /// Number of blocks.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
     /// The device this stack runs on.
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
@@ -159,6 +169,44 @@ impl GpuStack {
         let plan = self.plan(PlanKey { seq, batch, masked })?;
         let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&plan.dispatches))
+    }
+
+    /// Runs dispatch `index` of the (seq, batch) plan alone, on `inputs` written into its
+    /// activation buffers (and `key_pad` into the mask), and returns the activation `out`,
+    /// poisoned with NaN first: one step of `--check-ops`, on the reference's inputs.
+    pub(crate) fn replay_step(
+        &self,
+        (seq, batch): (usize, usize),
+        key_pad: Option<&[u32]>,
+        index: usize,
+        inputs: &[(Act, &[f32])],
+        out: Act,
+    ) -> Result<Vec<f32>> {
+        if self.batch_per_plan(seq, batch)? < batch {
+            return Err(Error::InvalidArgument {
+                op: "check_ops",
+                what: format!("batch {batch} needs splitting on this device; check a smaller batch"),
+            });
+        }
+        let plan = self.plan(PlanKey { seq, batch, masked: key_pad.is_some() })?;
+        let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
+        let gpu = &*self.gpu;
+        for (act, data) in inputs {
+            plan.acts[*act as usize].write(gpu, data)?;
+        }
+        if let (Some(m), Some(data)) = (&plan.mask, key_pad) {
+            gpu.queue.write_buffer(m.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        let target = &plan.acts[out as usize];
+        target.poison(gpu)?;
+        let step = plan.dispatches.get(index).ok_or_else(|| Error::InvalidArgument {
+            op: "check_ops",
+            what: format!("no step {index} in a plan of {}", plan.dispatches.len()),
+        })?;
+        let mut enc = gpu.encoder("resformer.check_ops");
+        step.record(&mut enc);
+        gpu.submit_and_wait(enc)?;
+        target.read(gpu)
     }
 
     /// Number of shape plans currently cached (at most 8).

@@ -2,6 +2,7 @@
 //! ways to run them (GPU plan, CPU reference path).
 
 pub mod block;
+pub mod check;
 pub mod config;
 pub mod cpu;
 pub mod fixture;
@@ -75,6 +76,22 @@ impl Stack {
         match self {
             Stack::Gpu(s) => Some(s),
             Stack::Cpu { .. } => None,
+        }
+    }
+
+    /// The block configuration.
+    pub fn config(&self) -> &BlockConfig {
+        match self {
+            Stack::Gpu(s) => s.config(),
+            Stack::Cpu { cfg, .. } => cfg,
+        }
+    }
+
+    /// Number of blocks.
+    pub fn layers(&self) -> usize {
+        match self {
+            Stack::Gpu(s) => s.layers(),
+            Stack::Cpu { weights, .. } => weights.layers(),
         }
     }
 
