@@ -95,6 +95,34 @@ def minilm_speed(batch, seq, runs, dev):
     return ms
 
 
+# the text `resformer embed --speed` rotates through (src/bin/resformer.rs)
+SPEED_TEXT = (
+    "Attention lets every token look at every other token of the sentence, weigh how much each one matters, "
+    "and mix their values into a new representation; stacking such layers with residual connections, layer "
+    "normalisation and feed-forward networks gives the encoder that turns a sentence into a single vector whose "
+    "direction captures its meaning, so that similar sentences point the same way")
+
+
+def st_speed(model_dir, batch, runs, dev):
+    """ms of sentence-transformers' encode() of `batch` sentences built as `resformer embed --speed`
+    builds them (the text rotated by i words, as many words as fit in 128 tokens)."""
+    from sentence_transformers import SentenceTransformer
+    model = SentenceTransformer(model_dir, device=dev.type)
+    words = SPEED_TEXT.split()
+    sentences = []
+    for i in range(batch):
+        s = ""
+        for w in (words[(i + j) % len(words)] for j in range(10 * len(words))):
+            longer = w if not s else f"{s} {w}"
+            if len(model.tokenizer(longer)["input_ids"]) > 128:
+                break
+            s = longer
+        sentences.append(s)
+    encode = lambda: model.encode(sentences, batch_size=batch, convert_to_numpy=True)
+    with torch.no_grad():
+        return timed(encode, dev, runs)
+
+
 def shape_of(kernel, p):
     if kernel == "matmul":
         return "{}x{}x{}".format(*p)
@@ -113,11 +141,19 @@ def main():
     ap.add_argument("--json", default="torch.json")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--minilm", type=int, metavar="BATCH", help="time a MiniLM-config BERT on BATCH x 128 tokens instead")
+    ap.add_argument("--st-model", metavar="DIR",
+                    help="with --minilm: time sentence-transformers' encode() of this model on ~128-token sentences")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     adapter = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
+    if args.minilm and args.st_model:
+        ms = st_speed(args.st_model, args.minilm, max(3, args.runs // 2), dev)
+        print(f"sentence-transformers on {dev.type} ({adapter}, {torch.get_num_threads()} threads): {args.st_model}, "
+              f"batch {args.minilm} of ~128-token sentences: {ms:.1f} ms (median, tokenisation included): "
+              f"{args.minilm / ms * 1e3:.1f} sentences/s")
+        return
     if args.minilm:
         ms = minilm_speed(args.minilm, 128, max(3, args.runs // 2), dev)
         print(f"torch {torch.__version__} {dev.type} on {adapter}: MiniLM-config BERT, batch {args.minilm} x 128 "

@@ -468,3 +468,29 @@ impl std::fmt::Debug for Gpu {
         f.debug_struct("Gpu").field("adapter", &self.adapter.label()).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::choose;
+    use wgpu::{AdapterInfo, Backend, DeviceType};
+
+    fn info(name: &str, ty: DeviceType, backend: Backend) -> AdapterInfo {
+        AdapterInfo { name: name.into(), ..AdapterInfo::new(ty, backend) }
+    }
+
+    #[test]
+    fn adapter_choice_prefers_hardware_and_never_takes_software_gl() {
+        // WGPU_ADAPTER_NAME would change these answers; the tests never set it
+        assert!(std::env::var("WGPU_ADAPTER_NAME").is_err());
+        let gl = info("llvmpipe", DeviceType::Cpu, Backend::Gl);
+        let lavapipe = info("llvmpipe", DeviceType::Cpu, Backend::Vulkan);
+        let gpu = info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Vulkan);
+        let gpu_gl = info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Gl);
+        assert_eq!(choose(&[gl.clone(), lavapipe.clone(), gpu.clone()], true).unwrap(), 2);
+        assert_eq!(choose(&[gpu_gl.clone(), gpu.clone()], false).unwrap(), 1, "Vulkan before GL on one GPU");
+        assert_eq!(choose(&[gl.clone(), lavapipe.clone()], true).unwrap(), 1, "lavapipe when software is allowed");
+        assert!(choose(&[gl.clone(), lavapipe], false).is_err(), "no software adapter unless allowed");
+        assert!(choose(&[gl.clone()], true).is_err(), "a GL rasteriser is never used for compute");
+        assert_eq!(choose(&[gl, gpu_gl], false).unwrap(), 1, "a hardware GL adapter is fine");
+    }
+}

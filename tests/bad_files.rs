@@ -201,19 +201,19 @@ fn cli_run_reports_bad_files_and_arguments_in_one_line() {
         "missing tensor `blocks.0.attn.out_proj.weight`",
     );
 
-    // and the good case runs, writes `output`, and matches the CPU path exactly
+    // and the good case runs on the CPU backend and writes `output`
     let y = tmp("cli-y.safetensors");
     let (code, out, err) = cli(&with(&["--weights", w, "--input", x, "--heads", "2", "--output", y.to_str().unwrap()])
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("backend: CPU reference path"), "{out}");
+    assert!(out.contains("backend: CPU backend"), "{out}");
     assert_eq!(TensorFile::open(&y).unwrap().get("output").unwrap().shape, vec![3, 2, 8]);
 }
 
 #[test]
-fn cli_auto_falls_back_to_the_cpu_path_when_no_adapter_exists() {
+fn cli_auto_falls_back_to_the_cpu_backend_when_no_adapter_exists() {
     // no Metal adapter exists on Linux (or anywhere off Apple): auto must say it runs on the CPU
     let run = |backend: &str| {
         Command::new(env!("CARGO_BIN_EXE_resformer"))
@@ -226,7 +226,10 @@ fn cli_auto_falls_back_to_the_cpu_path_when_no_adapter_exists() {
     };
     let auto = run("auto");
     let out = String::from_utf8_lossy(&auto.stdout);
-    assert!(auto.status.success() && out.contains("backend: CPU reference path"), "{out}");
+    assert!(auto.status.success() && out.contains("backend: CPU backend") && out.contains("no hardware GPU"), "{out}");
+    let reference = run("reference");
+    let out = String::from_utf8_lossy(&reference.stdout);
+    assert!(reference.status.success() && out.contains("backend: CPU reference path"), "{out}");
     let gpu = run("gpu");
     let err = String::from_utf8_lossy(&gpu.stderr);
     assert!(!gpu.status.success() && err.contains("no GPU or software adapter found"), "{err}");

@@ -654,8 +654,10 @@ fn devices() -> CliResult {
             a.name, a.backend, a.device_type, a.driver, a.driver_info
         );
     }
-    let i = chosen?;
-    println!("* = chosen for --backend gpu: {}", adapters[i].label());
+    match chosen {
+        Ok(i) => println!("* = chosen for --backend gpu: {}", adapters[i].label()),
+        Err(e) => println!("--backend gpu: none usable ({e})"),
+    }
     let engine = Engine::new_blocking(EngineOptions::default())?;
     println!("--backend auto (the default): {}", engine.choice());
     Ok(())
