@@ -2,6 +2,37 @@ use rayon::prelude::*;
 
 use crate::kernels::attention::AttentionConfig;
 
+/// e^x for x <= 0 (softmax's x - max), within 2 ulp of `f32::exp`; exactly 0 below -87 and for
+/// -inf; NaN for NaN. Branch-free (Cephes' expf: x = n·ln2 + r, a degree-6 polynomial for e^r, 2^n from the
+/// exponent bits), so a loop over a row vectorises; the rounding uses the 1.5·2^23 trick
+/// because `f32::round` is a libm call on baseline x86-64.
+#[inline(always)]
+fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
+    let xc = x.max(-87.0);
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let er = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // selects, not branches: NaN stays NaN (as in PyTorch), far below is exactly 0
+    if x.is_nan() {
+        x
+    } else if x < -87.0 {
+        0.0
+    } else {
+        er * scale
+    }
+}
+
 /// out (tokens, E) = softmax(q · kᵀ · scale + masks) · v for every (batch, head), reading the
 /// packed qkv (tokens, 3E): [`crate::reference::attention::attention`]'s contract (a query that
 /// sees no key gets NaN). One rayon task per (batch, head): scores (seq, seq) = q · kᵀ and
@@ -42,15 +73,22 @@ pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &At
                 );
             }
             // 2. masks and softmax per query row; no visible key -> NaN, as PyTorch
+            let masked = cfg.causal || key_pad.is_some();
             for (i, row) in s.chunks_mut(seq).enumerate() {
-                let visible = |j: usize| !(cfg.causal && j > i) && key_pad.is_none_or(|m| m[b * seq + j] == 0);
-                let max = (0..seq).filter(|&j| visible(j)).map(|j| row[j]).fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = if visible(j) { (*v - max).exp() } else { 0.0 };
-                    sum += *v;
+                if masked {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        if (cfg.causal && j > i) || key_pad.is_some_and(|m| m[b * seq + j] != 0) {
+                            *v = f32::NEG_INFINITY;
+                        }
+                    }
                 }
-                let inv = if sum > 0.0 { 1.0 / sum } else { f32::NAN };
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                if max == f32::NEG_INFINITY {
+                    row.fill(f32::NAN);
+                    continue;
+                }
+                row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+                let inv = 1.0 / row.iter().sum::<f32>();
                 row.iter_mut().for_each(|v| *v *= inv);
             }
             // 3. (seq, D) = p · v
@@ -116,6 +154,21 @@ mod tests {
             crate::reference::attention::attention(&mut want, &qkv, mask, &cfg);
             assert_close(&format!("cpu attention {cfg:?} padded={padded}"), &got, &want, ATTENTION_TOL);
         }
+    }
+
+    #[test]
+    fn fast_exp_is_within_two_ulp_of_exp_and_zero_far_below() {
+        let mut worst = 0.0f32;
+        for i in 0..=870_000 {
+            let x = -(i as f32) * 1e-4;
+            let (got, want) = (fast_exp(x), x.exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst <= 2.0 * f32::EPSILON, "max relative error {worst:e}");
+        assert_eq!(fast_exp(-87.5), 0.0);
+        assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert!(fast_exp(f32::NAN).is_nan());
     }
 
     #[test]
