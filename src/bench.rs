@@ -43,10 +43,9 @@ impl std::str::FromStr for Sizes {
             "small" => Ok(Sizes::Small),
             "medium" => Ok(Sizes::Medium),
             "large" => Ok(Sizes::Large),
-            o => Err(Error::InvalidArgument {
-                op: "--sizes",
-                what: format!("expected small, medium or large, got {o:?}"),
-            }),
+            o => {
+                Err(Error::InvalidArgument { op: "sizes", what: format!("expected small, medium or large, got {o:?}") })
+            }
         }
     }
 }

@@ -194,12 +194,14 @@ fn cli_run_reports_bad_files_and_arguments_in_one_line() {
     run(&["--weights", "/nonexistent/w.safetensors", "--input", x, "--heads", "2"], "/nonexistent/w.safetensors");
     run(&["--weights", w, "--input", x], "--heads is required");
     run(&["--weights", w], "--weights and --input go together");
-    run(&["--embed", "abc"], "--embed: \"abc\" is not a valid number");
-    run(&["--frobnicate"], "unknown option --frobnicate");
+    run(&["--embed", "abc"], "invalid value 'abc' for '--embed <EMBED>'");
+    run(&["--frobnicate"], "unexpected argument '--frobnicate'");
     run(
         &["--weights", w, "--input", x, "--heads", "2", "--prefix", "blocks."],
         "missing tensor `blocks.0.attn.out_proj.weight`",
     );
+
+    assert_cli_error(&["run", "--backend", "nope"], "expected auto, gpu, cpu or reference, got \"nope\"");
 
     // and the good case runs on the CPU backend and writes `output`
     let y = tmp("cli-y.safetensors");
@@ -233,4 +235,19 @@ fn cli_auto_falls_back_to_the_cpu_backend_when_no_adapter_exists() {
     let gpu = run("gpu");
     let err = String::from_utf8_lossy(&gpu.stderr);
     assert!(!gpu.status.success() && err.contains("no GPU or software adapter found"), "{err}");
+}
+
+#[test]
+fn cli_help_and_version_come_from_the_definitions() {
+    let (code, out, _) = cli(&["--version"]);
+    assert_eq!((code, out.trim()), (0, concat!("resformer ", env!("CARGO_PKG_VERSION"))));
+    let (code, out, _) = cli(&["--help"]);
+    assert_eq!(code, 0);
+    for cmd in ["run", "attention", "embed", "bench", "tune", "parity", "devices"] {
+        assert!(out.contains(&format!("  {cmd} ")), "--help lists {cmd}: {out}");
+    }
+    let (code, out, _) = cli(&["run", "--help"]);
+    assert!(code == 0 && out.contains("--check-ops") && out.contains("--backend <BACKEND>"), "{out}");
+    let (code, _, err) = cli(&[]);
+    assert_eq!((code, err.trim()), (2, "error: no command given (try --help)"));
 }

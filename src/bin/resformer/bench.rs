@@ -1,0 +1,80 @@
+//! `resformer bench`: every kernel, the block and the stack, GPU against the CPU backend and the
+//! reference, with PyTorch beside them from a `--compare` file.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use resformer::bench;
+use resformer::Error;
+
+use crate::{progress, usage, CliError, CliResult};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// matmul, attention, layernorm, residual_add, block, stack or all
+    #[arg(long, default_value = "all")]
+    kernel: String,
+    /// small, medium or large (for real GPUs)
+    #[arg(long, default_value = "small")]
+    sizes: bench::Sizes,
+    /// Write the rows as JSON here
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// A baseline in the same JSON form (scripts/torch_baseline.py) to set beside each row
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
+    /// Timed runs per case, after a warm-up
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Skip the plain CPU reference above this many FLOP (or bytes)
+    #[arg(long, default_value_t = 2e10)]
+    cpu_budget: f64,
+}
+
+pub fn run(a: Args) -> CliResult {
+    if a.kernel != "all" && !bench::KERNELS.contains(&a.kernel.as_str()) {
+        return Err(usage(format!("--kernel {:?}: expected one of {:?} or all", a.kernel, bench::KERNELS)));
+    }
+    let other = match &a.compare {
+        Some(p) => {
+            let path = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: path.clone(), source })?;
+            let rows: Vec<bench::Row> = serde_json::from_str(&text)
+                .map_err(|e| Error::File { path, reason: format!("not a bench JSON array: {e}") })?;
+            Some(rows)
+        }
+        None => None,
+    };
+    let gpu = std::sync::Arc::new(resformer::Gpu::new()?);
+    println!("adapter: {}", gpu.adapter().label());
+    let peak = bench::peak(&gpu)?;
+    println!("peak: {:.1} GFLOP/s f32, {:.1} GB/s ({})", peak.gflops, peak.gbps, peak.source);
+    let cases = bench::cases(&a.kernel, a.sizes);
+    let start = Instant::now();
+    let bar = progress(cases.len(), "");
+    let mut rows = Vec::new();
+    for case in &cases {
+        bar.set_message(format!("{} {}", case.kernel(), case.shape()));
+        rows.push(bench::run_case(&gpu, case, a.runs, a.cpu_budget, &peak)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!("{} cases in {:.1} s", cases.len(), start.elapsed().as_secs_f64());
+    if let Some(other) = &other {
+        bench::compare(&mut rows, other);
+    }
+    print!("{}", bench::table(&rows));
+    println!(
+        "gpu ms: median of {} runs after a warm-up ({} clock); cpu ms: the CPU backend (every core); \
+         x ref / x fast: CPU time over GPU time; cpu_ref '-': over the {:.0e} FLOP budget (--cpu-budget)",
+        a.runs,
+        rows.first().map_or("", |r| r.gpu_clock.as_str()),
+        a.cpu_budget
+    );
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| CliError::Failed(format!("writing JSON: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        println!("wrote {} rows to {}", rows.len(), path.display());
+    }
+    Ok(())
+}

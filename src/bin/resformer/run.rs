@@ -1,0 +1,264 @@
+//! `resformer run`: a stack on file or random weights, timed, optionally checked.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use resformer::bench::median;
+use resformer::kernels::matmul::Activation;
+use resformer::model::io::{write_f32, HostTensor, TensorFile};
+use resformer::model::{cpu, Backend, BlockConfig, InputShape, Stack, StackWeights};
+use resformer::rng::Rng;
+use resformer::testing::{compare, Tol};
+use resformer::{Engine, EngineOptions, Error};
+
+use crate::{progress, usage, CliError, CliResult};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Weights with PyTorch's state_dict names (block i under {prefix}{i}.); needs --input
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// Input file with `input` (seq, batch, E) and maybe `key_padding_mask` (batch, seq)
+    #[arg(long, value_name = "X.safetensors")]
+    input: Option<PathBuf>,
+    /// Write the result as `output` here
+    #[arg(long, value_name = "Y.safetensors")]
+    output: Option<PathBuf>,
+    /// Attention heads (required with --weights; 8 for random weights)
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Tensor name prefix of block 0 in the weights file
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Pre-norm blocks (LN before attention and FFN)
+    #[arg(long)]
+    pre_norm: bool,
+    /// GELU (erf) in the FFN instead of ReLU
+    #[arg(long)]
+    gelu: bool,
+    /// Causal attention mask
+    #[arg(long)]
+    causal: bool,
+    /// LayerNorm eps
+    #[arg(long, default_value_t = 1e-5)]
+    eps: f32,
+    /// Input is (batch, seq, E)
+    #[arg(long)]
+    batch_first: bool,
+    /// auto (a hardware GPU, else the CPU backend), gpu, cpu or reference
+    #[arg(long, default_value = "auto")]
+    backend: Backend,
+    /// Also run the reference path and print the largest differences
+    #[arg(long)]
+    check: bool,
+    /// Check every step of every block against the reference on the reference's inputs
+    #[arg(long)]
+    check_ops: bool,
+    /// Timed forwards (at least 3, about 10 s at most)
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Random weights: blocks
+    #[arg(long, default_value_t = 6)]
+    layers: usize,
+    /// Random weights: embed dim E
+    #[arg(long, default_value_t = 256)]
+    embed: usize,
+    /// Random weights: feed-forward dim F
+    #[arg(long, default_value_t = 1024)]
+    ff: usize,
+    /// Random input: sequence length
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Random input: batch
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Random weights and input: seed
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl Args {
+    fn configure(&self, cfg: &mut BlockConfig) {
+        cfg.pre_norm = self.pre_norm;
+        cfg.activation = if self.gelu { Activation::Gelu } else { Activation::Relu };
+        cfg.causal = self.causal;
+        cfg.batch_first = self.batch_first;
+        cfg.eps = self.eps;
+    }
+}
+
+/// Weights, config, input and mask from the files the user named.
+type Loaded = (StackWeights, BlockConfig, HostTensor, InputShape, Option<Vec<u32>>);
+
+fn from_files(a: &Args, w: &Path, x: &Path) -> Result<Loaded, CliError> {
+    let heads = a.heads.ok_or_else(|| usage("--heads is required with --weights"))?;
+    let wfile = TensorFile::open(w)?;
+    let weights = StackWeights::from_file(&wfile, &a.prefix)?;
+    if !wfile.converted_dtypes().is_empty() {
+        println!("weights: converted {} to F32", wfile.converted_dtypes().join(", "));
+    }
+    let mut cfg = BlockConfig::new(weights.embed, heads, weights.ff);
+    a.configure(&mut cfg);
+    let xfile = TensorFile::open(x)?;
+    let path = x.display().to_string();
+    if !xfile.contains("input") {
+        return Err(Error::File { path, reason: "no tensor named `input`".into() }.into());
+    }
+    let input = xfile.get("input")?;
+    let shape = InputShape::from_shape(&input.shape, cfg.batch_first)?;
+    if shape.embed != weights.embed {
+        let reason = format!(
+            "`input` has embed {} (shape {:?}) but the weights have embed {}",
+            shape.embed, input.shape, weights.embed
+        );
+        return Err(Error::File { path, reason }.into());
+    }
+    let key_pad = if xfile.contains("key_padding_mask") {
+        let m = xfile.get_shaped("key_padding_mask", &[shape.batch, shape.seq])?;
+        println!("input: using key_padding_mask ({} padded keys)", m.data.iter().filter(|&&v| v != 0.0).count());
+        Some(m.data.iter().map(|&v| (v != 0.0) as u32).collect::<Vec<u32>>())
+    } else {
+        None
+    };
+    let (layers, e, f) = (weights.layers(), weights.embed, weights.ff);
+    println!("weights: {}: {layers} blocks, embed {e}, ff {f}, heads {heads}", w.display());
+    Ok((weights, cfg, input, shape, key_pad))
+}
+
+fn random(a: &Args) -> Result<Loaded, CliError> {
+    let heads = a.heads.unwrap_or(8);
+    let mut cfg = BlockConfig::new(a.embed, heads, a.ff);
+    a.configure(&mut cfg);
+    cfg.validate()?;
+    let weights = StackWeights::random(a.seed, a.layers, a.embed, a.ff);
+    let (seq, batch, embed) = (a.seq, a.batch, a.embed);
+    let dims = if cfg.batch_first { vec![batch, seq, embed] } else { vec![seq, batch, embed] };
+    let data = Rng::new(a.seed + 1).vec(seq * batch * embed, -1.0, 1.0);
+    println!(
+        "random weights (seed {}): {} blocks, embed {embed}, heads {heads}, ff {}; input seq {seq} x batch {batch}",
+        a.seed, a.layers, a.ff
+    );
+    Ok((weights, cfg, HostTensor { shape: dims, data }, InputShape { seq, batch, embed }, None))
+}
+
+pub fn run(a: Args) -> CliResult {
+    // 1. weights, input and config: from files, or seeded random
+    let (weights, cfg, input, shape, key_pad) = match (&a.weights, &a.input) {
+        (Some(w), Some(x)) => from_files(&a, w, x)?,
+        (None, None) => random(&a)?,
+        _ => return Err(usage("--weights and --input go together (or neither, for random ones)")),
+    };
+    let tokens = shape.seq * shape.batch;
+
+    // 2. the stack on the chosen backend
+    let t = Instant::now();
+    let engine = Engine::new_blocking(EngineOptions { backend: a.backend, ..Default::default() })?;
+    println!("backend: {}", engine.choice());
+    let stack = engine.load_stack(weights.clone(), cfg)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "block: {}, {:?}, eps {}, {}{}",
+        if cfg.pre_norm { "pre-norm" } else { "post-norm" },
+        cfg.activation,
+        cfg.eps,
+        if cfg.batch_first { "batch-first" } else { "seq-first" },
+        if cfg.causal { ", causal" } else { "" }
+    );
+
+    // 3. warm-up (pipelines, plan), then timed runs (at least 3, at most --runs, about 10 s of them)
+    let t0 = Instant::now();
+    let mut output = stack.forward(&input.data, shape.seq, shape.batch, key_pad.as_deref())?;
+    let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+    match engine.gpu().map(|g| g.pipeline_stats()) {
+        Some(p) => println!(
+            "warm-up: load {load_ms:.0} ms (device, weights); first forward {first_ms:.0} ms, of which {} pipelines \
+             compiled in {:.0} ms (pipeline cache: {})",
+            p.compiled,
+            p.ms,
+            match p.cache_from_disk {
+                Some(true) => "warm, from an earlier run",
+                Some(false) => "new, saved for the next run",
+                None => "not supported by this adapter",
+            }
+        ),
+        None => println!("warm-up: load {load_ms:.0} ms; first forward {first_ms:.0} ms"),
+    }
+    let max_runs = a.runs.max(1);
+    let bar = progress(max_runs, "forwards");
+    let mut times = Vec::new();
+    let budget = Instant::now();
+    while times.len() < max_runs && (times.len() < 3 || budget.elapsed() < Duration::from_secs(10)) {
+        let t = Instant::now();
+        output = stack.forward(&input.data, shape.seq, shape.batch, key_pad.as_deref())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let med = median(&times);
+    println!(
+        "forward: {med:.2} ms (median of {} runs after a warm-up), {:.0} tokens/s ({tokens} tokens, {} blocks)",
+        times.len(),
+        tokens as f64 / (med / 1e3),
+        weights.layers()
+    );
+
+    // 4. optional checks against the reference path
+    if a.check {
+        let t = Instant::now();
+        let want = cpu::forward(&weights, &cfg, &input.data, shape.seq, shape.batch, key_pad.as_deref());
+        let d = compare(&output, &want, Tol { atol: 0.0, rtol: 0.0 });
+        println!(
+            "check against the CPU reference path ({:.0} ms): max abs diff {:.3e}, max rel diff {:.3e}",
+            t.elapsed().as_secs_f64() * 1e3,
+            d.max_abs,
+            d.max_rel
+        );
+    }
+    if let Some(path) = &a.output {
+        write_f32(path, &[("output", &input.shape, &output)])?;
+        println!("wrote `output` {:?} to {}", input.shape, path.display());
+    }
+    if a.check_ops {
+        check_ops(&stack, &weights, &input.data, shape, key_pad.as_deref())?;
+    }
+    Ok(())
+}
+
+/// `run --check-ops`: every step against the reference on the reference's inputs.
+fn check_ops(
+    stack: &Stack,
+    weights: &StackWeights,
+    x: &[f32],
+    shape: InputShape,
+    key_pad: Option<&[u32]>,
+) -> CliResult {
+    use resformer::model::check::OPS_TOL;
+    let t = Instant::now();
+    let checks = stack.check_ops(weights, x, shape.seq, shape.batch, key_pad)?;
+    println!(
+        "check-ops: each step on the reference's inputs against the reference step (atol {:.0e}, rtol {:.0e}), {:.0} ms:",
+        OPS_TOL.atol,
+        OPS_TOL.rtol,
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    println!("{:>5}  {:<64} {:>10} {:>10}  result", "block", "step", "max abs", "max rel");
+    for c in &checks {
+        let block = c.block.map_or("in".to_string(), |b| b.to_string());
+        let result = if c.ok() { "ok".to_string() } else { format!("OVER ({} elements)", c.bad) };
+        println!("{block:>5}  {:<64} {:>10.2e} {:>10.2e}  {result}", c.step, c.max_abs, c.max_rel);
+    }
+    match checks.iter().find(|c| !c.ok()) {
+        None => {
+            println!("all {} steps within tolerance", checks.len());
+            Ok(())
+        }
+        Some(c) => {
+            let block = c.block.map_or("the input norm".to_string(), |b| format!("block {b}"));
+            println!(
+                "first step over tolerance: {block}, {} (max abs {:.2e} at element {})",
+                c.step, c.max_abs, c.worst
+            );
+            Err(CliError::Failed(format!("{block}, {} is over the tolerance", c.step)))
+        }
+    }
+}
