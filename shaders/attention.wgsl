@@ -11,11 +11,8 @@
 // dispatch: (ceil(seq / BQ), heads, batch); one invocation per query row, BQ per workgroup
 // assumes: D = head_dim <= DMAX; K and V tiles of BK keys are staged through workgroup memory
 // shared: Params and the bindings live in attention_io.wgsl, appended by src/shaders.rs.
-
-const BQ: u32 = 64u;
-const BK: u32 = 16u;
-const DMAX: u32 = 128u;
-const NEG_BIG: f32 = -3.0e38;
+// constants: BQ (queries per workgroup), BK (keys per tile), DMAX, NEG_BIG, prepended by
+//   src/shaders.rs from shaders::consts (Shader::prelude).
 
 var<workgroup> ks: array<f32, BK * DMAX>;
 var<workgroup> vs: array<f32, BK * DMAX>;

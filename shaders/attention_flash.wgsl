@@ -8,16 +8,14 @@
 // per BKV-key tile: K and V are staged through workgroup memory as vec4 (zero past D and past seq);
 //   each quad scores the tile's keys into registers, takes the tile max, rescales its running sum and
 //   accumulator once (online softmax), and accumulates P . V; one division at the end.
-// generated: src/shaders.rs prepends `const DMAX` (32, 64 or 128: the head dim rounded up) and
-//   `const BKV` (keys per tile, 64 or 4096 / DMAX so the two tiles fit 32 KiB).
+// constants: src/shaders.rs prepends DMAX (32, 64 or 128: the build's largest head dim), BKV (keys
+//   per tile, 64 or 4096 / DMAX so the two tiles fit 32 KiB), BQ (queries per workgroup) and NEG_BIG.
 // loops: every loop has a constant bound or stops at kv_end, fixed per workgroup; subgroup operations
 //   run in uniform control flow (dead queries compute on clamped rows and skip only the store).
 // assumes: D <= DMAX; subgroups of >= 4 lanes, full (WG is a multiple of the subgroup size).
 
-const BQ: u32 = 64u;              // queries per workgroup
-const WG: u32 = 4u * BQ;          // invocations per workgroup
+const WG: u32 = 4u * BQ;          // invocations per workgroup: a quad per query
 const D4: u32 = DMAX / 16u;       // vec4 chunks per lane
-const NEG_BIG: f32 = -3.0e38;     // a masked score; exp(NEG_BIG - m) == 0
 
 var<workgroup> ks: array<vec4<f32>, BKV * DMAX / 4u>;   // ks[j * DMAX / 4 + chunk]
 var<workgroup> vs: array<vec4<f32>, BKV * DMAX / 4u>;

@@ -8,9 +8,7 @@
 //   registers by constant-trip loops; longer rows are loaded again for each pass.
 // assumes: two passes in f32 (mean, then squared deviations); ELEM = vec4<f32> (prepended).
 // shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/shaders.rs.
-
-const WG: u32 = 256u;
-const CACHE4: u32 = 8u;   // vec4s per lane held in registers
+// constants: WG, CACHE4 (vec4s per lane held in registers), prepended by src/shaders.rs.
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(

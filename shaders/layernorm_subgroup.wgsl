@@ -6,9 +6,7 @@
 // dispatch: (gx, gy, 1) workgroups of SG invocations, one per row, row = wg.y * gx + wg.x
 // assumes: the subgroup is exactly SG lanes (checked by the host); two passes in f32.
 // shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/shaders.rs.
-
-const SG: u32 = 8u;
-const CACHE: u32 = 128u;
+// constants: SG, CACHE (row values per lane held in registers), prepended by src/shaders.rs.
 
 @compute @workgroup_size(SG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {

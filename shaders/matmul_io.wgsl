@@ -1,6 +1,6 @@
 // matmul_io: what every matmul shader shares, appended to each of them by src/shaders.rs: the
-// params, the bias / out / params bindings, and the fused activation (0 none, 1 relu, 2 gelu, erf
-// form; the codes of `Activation` in src/kernels/matmul.rs). Each shader binds x (0) and w (1)
+// params, the bias / out / params bindings, and the fused activation (ACT_NONE, ACT_RELU, ACT_GELU
+// in its erf form: the codes of shaders::consts, prepended by src/shaders.rs). Each shader binds x (0) and w (1)
 // itself: the generated family reads them as vec4 when K % 4 == 0.
 
 struct Params {
@@ -29,8 +29,8 @@ fn erf_approx(v: f32) -> f32 {
 
 fn activate(v: f32) -> f32 {
     switch p.act {
-        case 1u: { return max(v, 0.0); }
-        case 2u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
+        case ACT_RELU: { return max(v, 0.0); }
+        case ACT_GELU: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
         default: { return v; }
     }
 }

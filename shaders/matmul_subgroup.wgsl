@@ -12,13 +12,12 @@
 //   indices and select zero, so every M, N, K >= 1 is exact. naga 30 takes the subgroup builtins
 //   without `enable subgroups;` (which it does not parse yet). The broadcasts below assume SG = 8.
 // shared: Params, the bias / out bindings and activate() live in matmul_io.wgsl, appended by src/shaders.rs.
+// constants: SG, RM (rows of out per subgroup), RN (columns per lane), ACT_*, prepended by
+//   src/shaders.rs from shaders::consts.
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 
-const SG: u32 = 8u;
-const RM: u32 = 8u;               // rows of out per subgroup
-const RN: u32 = 2u;               // columns of out per lane
 const TN: u32 = SG * RN;          // columns of out per subgroup
 
 @compute @workgroup_size(SG, 1, 1)

@@ -4,7 +4,7 @@
 // dispatch: (gx, gy, 1) workgroups of WG, gx within the device's per-dimension limit;
 //   element i = (wg.y * gx + wg.x) * WG + lane
 // assumes: any len >= 1; invocations past len do nothing
-const WG: u32 = 256u;
+// constants: WG, prepended by src/shaders.rs from shaders::consts.
 
 struct Params {
     len: u32,

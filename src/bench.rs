@@ -531,14 +531,36 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let (g, gd) = rng_tensor(gpu, &mut rng, &[cols])?;
             let (b, bd) = rng_tensor(gpu, &mut rng, &[cols])?;
             let out = Tensor::empty(gpu, &[rows, cols], crate::DType::F32)?;
-            let d = prepare_layernorm(gpu, &x, Some(&r), &g, &b, 1e-5, &out)?;
+            let d = prepare_layernorm(gpu, &x, Some(&r), &g, &b, BlockConfig::DEFAULT_EPS, &out)?;
             let (t, clock) = time_gpu(gpu, std::slice::from_ref(&d), runs)?;
             let mut o = vec![0.0; rows * cols];
             backend_ms = with_backend.then(|| {
-                time_cpu(|| crate::cpu::layernorm::layernorm(&mut o, &xd, Some(&rd), &gd, &bd, rows, cols, 1e-5))
+                time_cpu(|| {
+                    crate::cpu::layernorm::layernorm(
+                        &mut o,
+                        &xd,
+                        Some(&rd),
+                        &gd,
+                        &bd,
+                        rows,
+                        cols,
+                        BlockConfig::DEFAULT_EPS,
+                    )
+                })
             });
             let cpu = with_cpu.then(|| {
-                time_cpu(|| reference::layernorm::layernorm(&mut o, &xd, Some(&rd), &gd, &bd, rows, cols, 1e-5))
+                time_cpu(|| {
+                    reference::layernorm::layernorm(
+                        &mut o,
+                        &xd,
+                        Some(&rd),
+                        &gd,
+                        &bd,
+                        rows,
+                        cols,
+                        BlockConfig::DEFAULT_EPS,
+                    )
+                })
             });
             (t, clock, cpu)
         }

@@ -7,6 +7,43 @@ use std::borrow::Cow;
 
 pub use matmul_tile::MatmulTile;
 
+/// The numbers the kernels share with the host. Each shader gets the ones it uses prepended as
+/// `const`s under its own short names ([`Shader::prelude`]), so WGSL and Rust read one
+/// definition and a shader that declared one itself would fail to compile.
+pub mod consts {
+    /// Activation codes of the matmul epilogue (`activate()` in shaders/matmul_io.wgsl).
+    pub const ACT_NONE: u32 = 0;
+    /// max(0, v).
+    pub const ACT_RELU: u32 = 1;
+    /// GELU, erf form.
+    pub const ACT_GELU: u32 = 2;
+    /// Lanes of the `*_subgroup.wgsl` kernels' subgroups (SG there).
+    pub const SUBGROUP8: u32 = 8;
+    /// shaders/matmul_subgroup.wgsl: rows of out per subgroup (RM).
+    pub const MATMUL_SG8_ROWS: u32 = 8;
+    /// shaders/matmul_subgroup.wgsl: columns of out per lane (RN).
+    pub const MATMUL_SG8_COLS_PER_LANE: u32 = 2;
+    /// The largest head dim the attention kernels hold (DMAX of the tiled and subgroup kernels,
+    /// the flash kernel's largest build).
+    pub const MAX_HEAD_DIM: u32 = 128;
+    /// A masked attention score: exp(NEG_BIG - m) == 0 (NEG_BIG).
+    pub const NEG_BIG: f32 = -3.0e38;
+    /// shaders/attention.wgsl: queries per workgroup (BQ).
+    pub const ATTENTION_QUERIES: u32 = 64;
+    /// shaders/attention.wgsl: keys per staged tile (BK).
+    pub const ATTENTION_KEYS: u32 = 16;
+    /// shaders/attention_flash.wgsl: queries per workgroup, four lanes each (BQ).
+    pub const FLASH_QUERIES: u32 = 64;
+    /// shaders/layernorm.wgsl and layernorm_rows.wgsl: invocations per workgroup (WG).
+    pub const LAYERNORM_WG: u32 = 256;
+    /// shaders/layernorm_subgroup.wgsl: row values per lane kept in registers (CACHE).
+    pub const LAYERNORM_SG8_CACHE: u32 = 128;
+    /// shaders/layernorm_rows.wgsl: vec4s per lane kept in registers (CACHE4).
+    pub const LAYERNORM_ROWS_CACHE4: u32 = 8;
+    /// shaders/residual_add.wgsl: invocations per workgroup (WG).
+    pub const RESIDUAL_ADD_WG: u32 = 256;
+}
+
 /// One compute shader (`shaders/<stem>.wgsl`, entry point `main`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -77,55 +114,83 @@ impl Shader {
         }
     }
 
-    /// The WGSL source.
-    pub fn source(self) -> Cow<'static, str> {
-        // WGSL has no includes: each family of variants gets its shared params and bindings appended
-        Cow::Borrowed(match self {
-            Shader::Matmul { tile, vec4 } => {
-                return (tile.wgsl(vec4) + include_str!("../shaders/matmul_io.wgsl")).into()
-            }
+    /// The `const`s (and the element `alias`) this shader reads, from [`consts`] and its
+    /// variant: what [`Shader::source`] puts before the file.
+    pub fn prelude(self) -> String {
+        use consts::*;
+        let u = |v: u32| format!("{v}u");
+        let act = [("ACT_NONE", u(ACT_NONE)), ("ACT_RELU", u(ACT_RELU)), ("ACT_GELU", u(ACT_GELU))];
+        let neg_big = ("NEG_BIG", format!("{NEG_BIG:e}"));
+        let (consts, elem): (Vec<(&str, String)>, &str) = match self {
+            Shader::Matmul { .. } => (act.to_vec(), ""),
             Shader::MatmulSubgroup => {
-                concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
-            }
-            Shader::AttentionFlash { dmax } => {
-                let consts = format!("const DMAX: u32 = {dmax}u;\nconst BKV: u32 = {}u;\n", flash_keys_per_tile(dmax));
-                let body = concat!(
-                    include_str!("../shaders/attention_flash.wgsl"),
-                    include_str!("../shaders/attention_io.wgsl")
-                );
-                return (consts + body).into();
+                let mut c = vec![("SG", u(SUBGROUP8)), ("RM", u(MATMUL_SG8_ROWS)), ("RN", u(MATMUL_SG8_COLS_PER_LANE))];
+                c.extend(act);
+                (c, "")
             }
             Shader::Attention => {
-                concat!(include_str!("../shaders/attention.wgsl"), include_str!("../shaders/attention_io.wgsl"))
+                let c =
+                    vec![("BQ", u(ATTENTION_QUERIES)), ("BK", u(ATTENTION_KEYS)), ("DMAX", u(MAX_HEAD_DIM)), neg_big];
+                (c, "")
             }
-            Shader::AttentionSubgroup => {
-                concat!(
-                    include_str!("../shaders/attention_subgroup.wgsl"),
-                    include_str!("../shaders/attention_io.wgsl")
-                )
+            Shader::AttentionSubgroup => (vec![("SG", u(SUBGROUP8)), ("DMAX", u(MAX_HEAD_DIM)), neg_big], ""),
+            Shader::AttentionFlash { dmax } => {
+                let c =
+                    vec![("DMAX", u(dmax)), ("BKV", u(flash_keys_per_tile(dmax))), ("BQ", u(FLASH_QUERIES)), neg_big];
+                (c, "")
             }
-            Shader::Layernorm => concat!(
-                "alias ELEM = f32;\n",
-                include_str!("../shaders/layernorm.wgsl"),
-                include_str!("../shaders/layernorm_io.wgsl")
-            ),
+            Shader::Layernorm => (vec![("WG", u(LAYERNORM_WG))], "f32"),
+            Shader::LayernormSubgroup => (vec![("SG", u(SUBGROUP8)), ("CACHE", u(LAYERNORM_SG8_CACHE))], "f32"),
+            Shader::LayernormRows => (vec![("WG", u(LAYERNORM_WG)), ("CACHE4", u(LAYERNORM_ROWS_CACHE4))], "vec4<f32>"),
+            Shader::ResidualAdd { vec4 } => (vec![("WG", u(RESIDUAL_ADD_WG))], if vec4 { "vec4<f32>" } else { "f32" }),
+        };
+        let mut out = format!("// prepended by src/shaders.rs (Shader::prelude) for {self:?}\n");
+        for (name, value) in consts {
+            let ty = if value.ends_with('u') { "u32" } else { "f32" };
+            out += &format!("const {name}: {ty} = {value};\n");
+        }
+        if !elem.is_empty() {
+            out += &format!("alias ELEM = {elem};\n");
+        }
+        out
+    }
+
+    /// The WGSL source: the prelude, the kernel, and its family's shared params and bindings
+    /// (WGSL has no includes).
+    pub fn source(self) -> Cow<'static, str> {
+        let body: Cow<'static, str> = match self {
+            Shader::Matmul { tile, vec4 } => (tile.wgsl(vec4) + include_str!("../shaders/matmul_io.wgsl")).into(),
+            Shader::MatmulSubgroup => {
+                concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
+                    .into()
+            }
+            Shader::AttentionFlash { .. } => {
+                concat!(include_str!("../shaders/attention_flash.wgsl"), include_str!("../shaders/attention_io.wgsl"))
+                    .into()
+            }
+            Shader::Attention => {
+                concat!(include_str!("../shaders/attention.wgsl"), include_str!("../shaders/attention_io.wgsl")).into()
+            }
+            Shader::AttentionSubgroup => concat!(
+                include_str!("../shaders/attention_subgroup.wgsl"),
+                include_str!("../shaders/attention_io.wgsl")
+            )
+            .into(),
+            Shader::Layernorm => {
+                concat!(include_str!("../shaders/layernorm.wgsl"), include_str!("../shaders/layernorm_io.wgsl")).into()
+            }
             Shader::LayernormSubgroup => concat!(
-                "alias ELEM = f32;\n",
                 include_str!("../shaders/layernorm_subgroup.wgsl"),
                 include_str!("../shaders/layernorm_io.wgsl")
-            ),
-            Shader::LayernormRows => concat!(
-                "alias ELEM = vec4<f32>;\n",
-                include_str!("../shaders/layernorm_rows.wgsl"),
-                include_str!("../shaders/layernorm_io.wgsl")
-            ),
-            Shader::ResidualAdd { vec4: false } => {
-                concat!("alias ELEM = f32;\n", include_str!("../shaders/residual_add.wgsl"))
+            )
+            .into(),
+            Shader::LayernormRows => {
+                concat!(include_str!("../shaders/layernorm_rows.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
+                    .into()
             }
-            Shader::ResidualAdd { vec4: true } => {
-                concat!("alias ELEM = vec4<f32>;\n", include_str!("../shaders/residual_add.wgsl"))
-            }
-        })
+            Shader::ResidualAdd { .. } => include_str!("../shaders/residual_add.wgsl").into(),
+        };
+        (self.prelude() + &body).into()
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use resformer::model::cpu::HostKernels;
+use resformer::model::gpu::MAX_PLANS;
 use resformer::model::{cpu, Backend, BlockConfig, GpuStack, Stack, StackWeights};
 use resformer::testing::{assert_close, gpu_with, shared_gpu, Rng, Tol};
 use resformer::{Engine, EngineOptions, Error, Gpu, GpuOptions};
@@ -107,14 +108,14 @@ fn a_thousand_forwards_over_changing_shapes_hold_bounded_memory() {
         let pad = vec![0u32; seq * batch];
         let y = stack.forward(&x, seq, batch, masked.then_some(&pad[..])).unwrap();
         assert!(y.iter().all(|v| v.is_finite()));
-        assert!(stack.cached_plans() <= 8);
+        assert!(stack.cached_plans() <= MAX_PLANS);
         peak = peak.max(gpu.allocated_bytes());
         if n == 2 * shapes.len() * 5 {
             after_first_cycle = peak;
         }
     }
-    // 8 plans of at most seq 12 x batch 3 tokens: a handful of (T, <= 3E) buffers each
-    let plan_bound = 8 * 10 * (12 * 3) * 3 * 8 * 4;
+    // MAX_PLANS plans of at most seq 12 x batch 3 tokens: a handful of (T, <= 3E) buffers each
+    let plan_bound = MAX_PLANS * 10 * (12 * 3) * 3 * 8 * 4;
     assert!(peak <= weights_bytes + plan_bound as u64, "peak {peak} over {weights_bytes} + {plan_bound}");
     assert_eq!(peak, after_first_cycle, "memory kept growing after the shapes had all been seen");
     drop(stack);

@@ -9,19 +9,19 @@
 use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::shaders::flash_keys_per_tile;
 use crate::shaders::Shader;
+use crate::shaders::{consts, flash_keys_per_tile};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "attention";
 /// Query rows per workgroup (BQ in shaders/attention.wgsl).
-const BLOCK_Q: usize = 64;
+const BLOCK_Q: usize = consts::ATTENTION_QUERIES as usize;
 /// Query rows per workgroup of the flash kernel (BQ in shaders/attention_flash.wgsl).
-const FLASH_BLOCK_Q: usize = 64;
+const FLASH_BLOCK_Q: usize = consts::FLASH_QUERIES as usize;
 /// Largest head dim the kernel holds in registers (DMAX in shaders/attention.wgsl).
-pub const MAX_HEAD_DIM: usize = 128;
+pub const MAX_HEAD_DIM: usize = consts::MAX_HEAD_DIM as usize;
 /// Keys staged per step (BK in shaders/attention.wgsl).
-const BLOCK_K: usize = 16;
+const BLOCK_K: usize = consts::ATTENTION_KEYS as usize;
 /// Workgroup memory of the kernel: K and V tiles of BK x DMAX f32.
 const WORKGROUP_BYTES: u64 = (2 * BLOCK_K * MAX_HEAD_DIM * 4) as u64;
 
@@ -47,7 +47,7 @@ impl AttentionVariant {
         let flash_bytes = 2 * 16 * flash_keys_per_tile(MAX_HEAD_DIM as u32) as u64 * MAX_HEAD_DIM as u64 / 4;
         if subgroups
             && gpu.adapter().subgroup_sizes.0 >= 4
-            && gpu.limits().max_compute_invocations_per_workgroup >= 256
+            && gpu.limits().max_compute_invocations_per_workgroup >= 4 * consts::FLASH_QUERIES
             && gpu.limits().max_compute_workgroup_storage_size as u64 >= flash_bytes
         {
             v.push(AttentionVariant::Flash);

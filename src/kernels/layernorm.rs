@@ -64,7 +64,7 @@ impl LayernormVariant {
 }
 
 /// Invocations per workgroup of shaders/layernorm_rows.wgsl (WG there).
-const ROWS_WG: u32 = 256;
+const ROWS_WG: u32 = crate::shaders::consts::LAYERNORM_WG;
 
 /// = WGSL `struct Params` in shaders/layernorm.wgsl.
 #[repr(C)]

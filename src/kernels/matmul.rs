@@ -74,7 +74,10 @@ impl MatmulVariant {
                 let shader = Shader::Matmul { tile, vec4: k % 4 == 0 };
                 (shader, tile.bm as usize, tile.bn as usize, tile.workgroup_bytes())
             }
-            MatmulVariant::Subgroup8 => (Shader::MatmulSubgroup, 8, 16, 0),
+            MatmulVariant::Subgroup8 => {
+                use crate::shaders::consts::{MATMUL_SG8_COLS_PER_LANE, MATMUL_SG8_ROWS, SUBGROUP8};
+                (Shader::MatmulSubgroup, MATMUL_SG8_ROWS as usize, (SUBGROUP8 * MATMUL_SG8_COLS_PER_LANE) as usize, 0)
+            }
         }
     }
 }
@@ -94,10 +97,11 @@ pub enum Activation {
 impl Activation {
     /// The code `activate()` in shaders/matmul_io.wgsl switches on.
     pub(crate) fn code(self) -> u32 {
+        use crate::shaders::consts::{ACT_GELU, ACT_NONE, ACT_RELU};
         match self {
-            Activation::None => 0,
-            Activation::Relu => 1,
-            Activation::Gelu => 2,
+            Activation::None => ACT_NONE,
+            Activation::Relu => ACT_RELU,
+            Activation::Gelu => ACT_GELU,
         }
     }
 }

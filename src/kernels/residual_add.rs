@@ -8,7 +8,7 @@ use crate::tensor::{DType, Tensor};
 
 const OP: &str = "residual_add";
 /// Invocations per workgroup (WG in shaders/residual_add.wgsl).
-const WG: usize = 256;
+const WG: usize = crate::shaders::consts::RESIDUAL_ADD_WG as usize;
 
 /// = WGSL `struct Params` in shaders/residual_add.wgsl.
 #[repr(C)]

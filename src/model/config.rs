@@ -26,6 +26,9 @@ pub struct BlockConfig {
 }
 
 impl BlockConfig {
+    /// PyTorch's `nn.LayerNorm` default eps, the spec's.
+    pub const DEFAULT_EPS: f32 = 1e-5;
+
     /// The spec's block with these sizes.
     pub fn new(embed: usize, heads: usize, ff: usize) -> BlockConfig {
         BlockConfig {
@@ -34,7 +37,7 @@ impl BlockConfig {
             ff,
             pre_norm: false,
             activation: Activation::Relu,
-            eps: 1e-5,
+            eps: Self::DEFAULT_EPS,
             causal: false,
             batch_first: false,
         }

@@ -17,7 +17,7 @@ use crate::kernels::{record_all, Dispatch};
 use crate::tensor::{read_mapped, DType, Tensor};
 
 /// Plans kept per stack; the least recently used goes first.
-const MAX_PLANS: usize = 8;
+pub const MAX_PLANS: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PlanKey {
@@ -209,7 +209,7 @@ impl GpuStack {
         target.read(gpu)
     }
 
-    /// Number of shape plans currently cached (at most 8).
+    /// Number of shape plans currently cached (at most [`MAX_PLANS`]).
     pub fn cached_plans(&self) -> usize {
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long)]
     causal: bool,
     /// LayerNorm eps
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = BlockConfig::DEFAULT_EPS)]
     eps: f32,
     /// Input is (batch, seq, E)
     #[arg(long)]
