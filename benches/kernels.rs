@@ -48,7 +48,8 @@ fn matmul(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("gpu", &id), |bn| bn.iter_custom(|iters| gpu_time(gpu, &d, iters)));
         let mut o = vec![0.0; m * n];
         g.bench_function(BenchmarkId::new("cpu_ref", &id), |bn| {
-            bn.iter(|| reference::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false))
+            let shape = resformer::ops::MatmulShape::linear(m, n, k);
+            bn.iter(|| reference::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, shape))
         });
     }
 }

@@ -1,4 +1,4 @@
-// attention_flash: the attention contract of attention.wgsl (same params, bindings, layout, masks and
+// attention_flash: the attention contract of attention_tiled.wgsl (same params, bindings, layout, masks and
 //   NaN for a query that sees no key), flash-attention style for GPUs with subgroups of >= 4 lanes.
 // dispatch: (ceil(seq / BQ), heads, batch) workgroups of WG = 4 * BQ invocations. Four lanes of one
 //   subgroup (a quad) own one query: lane r holds q and the output accumulator for the vec4 chunks

@@ -1,5 +1,5 @@
 // attention_io: what both attention shaders share, appended to each of them by src/shaders.rs:
-// the params and the bindings (the contract in attention.wgsl's header).
+// the params and the bindings (the contract in attention_tiled.wgsl's header).
 
 struct Params {
     seq: u32,

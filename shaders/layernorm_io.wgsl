@@ -1,5 +1,5 @@
 // layernorm_io: what every layernorm shader shares, appended to each of them by src/shaders.rs:
-// the params, the bindings (the contract in layernorm.wgsl's header) and load(), x (+ residual).
+// the params, the bindings (the contract in layernorm_tiled.wgsl's header) and load(), x (+ residual).
 // ELEM, prepended by src/shaders.rs, is f32, or vec4<f32> for layernorm_rows (index i counts vec4s).
 
 struct Params {

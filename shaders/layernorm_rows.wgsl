@@ -1,4 +1,4 @@
-// layernorm_rows: the contract of layernorm.wgsl (same params; bindings as vec4, so C % 4 == 0), for
+// layernorm_rows: the contract of layernorm_tiled.wgsl (same params; bindings as vec4, so C % 4 == 0), for
 //   GPUs with subgroups: one subgroup per row, several rows per workgroup, statistics reduced with
 //   subgroupAdd (no workgroup memory, no barriers), x, residual, gamma, beta and out read as vec4.
 // dispatch: (gx, gy, 1) workgroups of WG; subgroup g of workgroup w = wg.y * gx + wg.x takes row

@@ -16,7 +16,7 @@ use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::kernels::attention::{prepare_attention, AttentionConfig};
 use crate::kernels::layernorm::prepare_layernorm;
-use crate::kernels::matmul::{prepare_matmul, Activation};
+use crate::kernels::matmul::{prepare_matmul, Activation, MatmulShape};
 use crate::kernels::residual_add::prepare_residual_add;
 use crate::kernels::{record_all_timed, Dispatch};
 use crate::model::cpu::HostKernels;
@@ -506,11 +506,19 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             }
             backend_ms = with_backend.then(|| {
                 time_cpu(|| {
-                    crate::cpu::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false)
+                    crate::cpu::matmul::matmul(
+                        &mut o,
+                        &xd,
+                        &wd,
+                        Some(&bd),
+                        Activation::None,
+                        MatmulShape::linear(m, n, k),
+                    )
                 })
             });
             let cpu = with_cpu.then(|| {
-                time_cpu(|| reference::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, 1, m, n, k, false))
+                let shape = MatmulShape::linear(m, n, k);
+                time_cpu(|| reference::matmul::matmul(&mut o, &xd, &wd, Some(&bd), Activation::None, shape))
             });
             (t, clock, cpu)
         }

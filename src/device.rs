@@ -9,6 +9,7 @@
 //! (e.g. `vulkan`) limits the backends searched and `WGPU_ADAPTER_NAME` picks
 //! an adapter by a case-insensitive substring of its name.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,6 +197,8 @@ pub struct Gpu {
     allocated: Arc<AtomicU64>,
     pipeline_cache: Option<DiskPipelineCache>,
     stats: Mutex<PipelineStats>,
+    /// Values the layers above compute once per device (see [`Gpu::memo`]).
+    memos: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 /// Optional features resformer uses when the adapter has them.
@@ -279,6 +282,15 @@ impl Gpu {
         std::fs::rename(&tmp, &c.path).map_err(io)
     }
 
+    /// A value of type `T` computed once per device: `init` runs on the first call, every later
+    /// call returns the same value. How the kernels keep their variant choice (environment
+    /// overrides read once, not at every dispatch) without this layer knowing their types.
+    pub(crate) fn memo<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut memos = self.memos.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = memos.entry(TypeId::of::<T>()).or_insert_with(|| Arc::new(init()));
+        entry.clone().downcast::<T>().expect("memos are keyed by their type")
+    }
+
     /// Pipelines compiled so far, their cost, and the pipeline cache's state.
     pub fn pipeline_stats(&self) -> PipelineStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
@@ -327,6 +339,7 @@ impl Gpu {
             allocated: Arc::new(AtomicU64::new(0)),
             pipeline_cache: None,
             stats: Mutex::new(PipelineStats::default()),
+            memos: Mutex::new(HashMap::new()),
         }
     }
 
@@ -492,5 +505,19 @@ mod tests {
         assert!(choose(&[gl.clone(), lavapipe], false).is_err(), "no software adapter unless allowed");
         assert!(choose(&[gl.clone()], true).is_err(), "a GL rasteriser is never used for compute");
         assert_eq!(choose(&[gl, gpu_gl], false).unwrap(), 1, "a hardware GL adapter is fine");
+    }
+}
+
+#[cfg(test)]
+mod memo_tests {
+    #[test]
+    fn a_memo_is_computed_once_per_device_and_type() {
+        let Some(gpu) = crate::testing::shared_gpu() else { return };
+        struct A(u32);
+        struct B(u32);
+        let first = gpu.memo(|| A(1));
+        let again = gpu.memo(|| A(2));
+        assert!(std::sync::Arc::ptr_eq(&first, &again) && again.0 == 1, "init runs once");
+        assert_eq!(gpu.memo(|| B(3)).0, 3, "another type has its own slot");
     }
 }

@@ -141,21 +141,8 @@ impl Engine {
         }
     }
 
-    /// The backend that reproduces this engine's choice without a device: `Cpu` or
-    /// `Reference` on the host, `Gpu` otherwise.
-    fn backend(&self) -> Backend {
-        match (&self.gpu, self.host) {
-            (Some(_), _) => Backend::Gpu,
-            (None, HostKernels::Fast) => Backend::Cpu,
-            (None, HostKernels::Reference) => Backend::Reference,
-        }
-    }
-
     /// Loads all-MiniLM-L6-v2 from `dir` (see scripts/fetch-minilm.sh).
     pub fn load_minilm(&self, dir: &Path) -> Result<SentenceEmbedder> {
-        match &self.gpu {
-            Some(g) => SentenceEmbedder::from_dir_on(dir, g.clone()),
-            None => SentenceEmbedder::from_dir(dir, self.backend()),
-        }
+        SentenceEmbedder::on_engine(dir, self)
     }
 }

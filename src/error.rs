@@ -8,7 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No usable adapter was found at all.
-    #[error("no GPU or software adapter found ({detail}). On Debian/Ubuntu `apt-get install mesa-vulkan-drivers libvulkan1` provides lavapipe, a Vulkan device that runs on the CPU; or use the CPU path (--backend cpu)")]
+    #[error("no GPU or software adapter found ({detail}). On Debian/Ubuntu `apt-get install mesa-vulkan-drivers libvulkan1` provides lavapipe, a Vulkan device that runs on the CPU; or use the CPU backend")]
     NoAdapter {
         /// Which backends were searched.
         detail: String,

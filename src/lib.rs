@@ -36,6 +36,7 @@ pub mod engine;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod ops;
 pub mod raster;
 pub mod reference;
 pub mod rng;

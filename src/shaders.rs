@@ -19,24 +19,24 @@ pub mod consts {
     pub const ACT_GELU: u32 = 2;
     /// Lanes of the `*_subgroup.wgsl` kernels' subgroups (SG there).
     pub const SUBGROUP8: u32 = 8;
-    /// shaders/matmul_subgroup.wgsl: rows of out per subgroup (RM).
+    /// shaders/matmul_subgroup8.wgsl: rows of out per subgroup (RM).
     pub const MATMUL_SG8_ROWS: u32 = 8;
-    /// shaders/matmul_subgroup.wgsl: columns of out per lane (RN).
+    /// shaders/matmul_subgroup8.wgsl: columns of out per lane (RN).
     pub const MATMUL_SG8_COLS_PER_LANE: u32 = 2;
     /// The largest head dim the attention kernels hold (DMAX of the tiled and subgroup kernels,
     /// the flash kernel's largest build).
     pub const MAX_HEAD_DIM: u32 = 128;
     /// A masked attention score: exp(NEG_BIG - m) == 0 (NEG_BIG).
     pub const NEG_BIG: f32 = -3.0e38;
-    /// shaders/attention.wgsl: queries per workgroup (BQ).
+    /// shaders/attention_tiled.wgsl: queries per workgroup (BQ).
     pub const ATTENTION_QUERIES: u32 = 64;
-    /// shaders/attention.wgsl: keys per staged tile (BK).
+    /// shaders/attention_tiled.wgsl: keys per staged tile (BK).
     pub const ATTENTION_KEYS: u32 = 16;
     /// shaders/attention_flash.wgsl: queries per workgroup, four lanes each (BQ).
     pub const FLASH_QUERIES: u32 = 64;
-    /// shaders/layernorm.wgsl and layernorm_rows.wgsl: invocations per workgroup (WG).
+    /// shaders/layernorm_tiled.wgsl and layernorm_rows.wgsl: invocations per workgroup (WG).
     pub const LAYERNORM_WG: u32 = 256;
-    /// shaders/layernorm_subgroup.wgsl: row values per lane kept in registers (CACHE).
+    /// shaders/layernorm_subgroup8.wgsl: row values per lane kept in registers (CACHE).
     pub const LAYERNORM_SG8_CACHE: u32 = 128;
     /// shaders/layernorm_rows.wgsl: vec4s per lane kept in registers (CACHE4).
     pub const LAYERNORM_ROWS_CACHE4: u32 = 8;
@@ -56,20 +56,20 @@ pub enum Shader {
         vec4: bool,
     },
     /// The matmul for 8-wide subgroups without workgroup memory (lavapipe).
-    MatmulSubgroup,
-    /// shaders/attention.wgsl.
-    Attention,
+    MatmulSubgroup8,
+    /// shaders/attention_tiled.wgsl.
+    AttentionTiled,
     /// The attention for 8-wide subgroups without workgroup memory (lavapipe).
-    AttentionSubgroup,
+    AttentionSubgroup8,
     /// shaders/attention_flash.wgsl, for head dims up to `dmax` (32, 64 or 128).
     AttentionFlash {
         /// The largest head dim this build holds (a multiple of 16).
         dmax: u32,
     },
-    /// shaders/layernorm.wgsl.
-    Layernorm,
+    /// shaders/layernorm_tiled.wgsl.
+    LayernormTiled,
     /// The layernorm for 8-wide subgroups without workgroup memory (lavapipe).
-    LayernormSubgroup,
+    LayernormSubgroup8,
     /// shaders/layernorm_rows.wgsl: a subgroup per row, vec4 (GPUs with subgroups).
     LayernormRows,
     /// shaders/residual_add.wgsl, over f32 or (len % 4 == 0) vec4 elements.
@@ -89,11 +89,11 @@ impl Shader {
 
     /// The shaders written by hand in shaders/.
     const FIXED: [Shader; 8] = [
-        Shader::MatmulSubgroup,
-        Shader::Attention,
-        Shader::AttentionSubgroup,
-        Shader::Layernorm,
-        Shader::LayernormSubgroup,
+        Shader::MatmulSubgroup8,
+        Shader::AttentionTiled,
+        Shader::AttentionSubgroup8,
+        Shader::LayernormTiled,
+        Shader::LayernormSubgroup8,
         Shader::LayernormRows,
         Shader::ResidualAdd { vec4: false },
         Shader::ResidualAdd { vec4: true },
@@ -103,12 +103,12 @@ impl Shader {
     pub fn name(self) -> &'static str {
         match self {
             Shader::Matmul { .. } => "matmul",
-            Shader::MatmulSubgroup => "matmul_subgroup",
-            Shader::Attention => "attention",
-            Shader::AttentionSubgroup => "attention_subgroup",
+            Shader::MatmulSubgroup8 => "matmul_subgroup8",
+            Shader::AttentionTiled => "attention_tiled",
+            Shader::AttentionSubgroup8 => "attention_subgroup8",
             Shader::AttentionFlash { .. } => "attention_flash",
-            Shader::Layernorm => "layernorm",
-            Shader::LayernormSubgroup => "layernorm_subgroup",
+            Shader::LayernormTiled => "layernorm_tiled",
+            Shader::LayernormSubgroup8 => "layernorm_subgroup8",
             Shader::LayernormRows => "layernorm_rows",
             Shader::ResidualAdd { .. } => "residual_add",
         }
@@ -123,24 +123,24 @@ impl Shader {
         let neg_big = ("NEG_BIG", format!("{NEG_BIG:e}"));
         let (consts, elem): (Vec<(&str, String)>, &str) = match self {
             Shader::Matmul { .. } => (act.to_vec(), ""),
-            Shader::MatmulSubgroup => {
+            Shader::MatmulSubgroup8 => {
                 let mut c = vec![("SG", u(SUBGROUP8)), ("RM", u(MATMUL_SG8_ROWS)), ("RN", u(MATMUL_SG8_COLS_PER_LANE))];
                 c.extend(act);
                 (c, "")
             }
-            Shader::Attention => {
+            Shader::AttentionTiled => {
                 let c =
                     vec![("BQ", u(ATTENTION_QUERIES)), ("BK", u(ATTENTION_KEYS)), ("DMAX", u(MAX_HEAD_DIM)), neg_big];
                 (c, "")
             }
-            Shader::AttentionSubgroup => (vec![("SG", u(SUBGROUP8)), ("DMAX", u(MAX_HEAD_DIM)), neg_big], ""),
+            Shader::AttentionSubgroup8 => (vec![("SG", u(SUBGROUP8)), ("DMAX", u(MAX_HEAD_DIM)), neg_big], ""),
             Shader::AttentionFlash { dmax } => {
                 let c =
                     vec![("DMAX", u(dmax)), ("BKV", u(flash_keys_per_tile(dmax))), ("BQ", u(FLASH_QUERIES)), neg_big];
                 (c, "")
             }
-            Shader::Layernorm => (vec![("WG", u(LAYERNORM_WG))], "f32"),
-            Shader::LayernormSubgroup => (vec![("SG", u(SUBGROUP8)), ("CACHE", u(LAYERNORM_SG8_CACHE))], "f32"),
+            Shader::LayernormTiled => (vec![("WG", u(LAYERNORM_WG))], "f32"),
+            Shader::LayernormSubgroup8 => (vec![("SG", u(SUBGROUP8)), ("CACHE", u(LAYERNORM_SG8_CACHE))], "f32"),
             Shader::LayernormRows => (vec![("WG", u(LAYERNORM_WG)), ("CACHE4", u(LAYERNORM_ROWS_CACHE4))], "vec4<f32>"),
             Shader::ResidualAdd { vec4 } => (vec![("WG", u(RESIDUAL_ADD_WG))], if vec4 { "vec4<f32>" } else { "f32" }),
         };
@@ -160,27 +160,29 @@ impl Shader {
     pub fn source(self) -> Cow<'static, str> {
         let body: Cow<'static, str> = match self {
             Shader::Matmul { tile, vec4 } => (tile.wgsl(vec4) + include_str!("../shaders/matmul_io.wgsl")).into(),
-            Shader::MatmulSubgroup => {
-                concat!(include_str!("../shaders/matmul_subgroup.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
+            Shader::MatmulSubgroup8 => {
+                concat!(include_str!("../shaders/matmul_subgroup8.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
                     .into()
             }
             Shader::AttentionFlash { .. } => {
                 concat!(include_str!("../shaders/attention_flash.wgsl"), include_str!("../shaders/attention_io.wgsl"))
                     .into()
             }
-            Shader::Attention => {
-                concat!(include_str!("../shaders/attention.wgsl"), include_str!("../shaders/attention_io.wgsl")).into()
+            Shader::AttentionTiled => {
+                concat!(include_str!("../shaders/attention_tiled.wgsl"), include_str!("../shaders/attention_io.wgsl"))
+                    .into()
             }
-            Shader::AttentionSubgroup => concat!(
-                include_str!("../shaders/attention_subgroup.wgsl"),
+            Shader::AttentionSubgroup8 => concat!(
+                include_str!("../shaders/attention_subgroup8.wgsl"),
                 include_str!("../shaders/attention_io.wgsl")
             )
             .into(),
-            Shader::Layernorm => {
-                concat!(include_str!("../shaders/layernorm.wgsl"), include_str!("../shaders/layernorm_io.wgsl")).into()
+            Shader::LayernormTiled => {
+                concat!(include_str!("../shaders/layernorm_tiled.wgsl"), include_str!("../shaders/layernorm_io.wgsl"))
+                    .into()
             }
-            Shader::LayernormSubgroup => concat!(
-                include_str!("../shaders/layernorm_subgroup.wgsl"),
+            Shader::LayernormSubgroup8 => concat!(
+                include_str!("../shaders/layernorm_subgroup8.wgsl"),
                 include_str!("../shaders/layernorm_io.wgsl")
             )
             .into(),

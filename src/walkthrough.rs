@@ -108,18 +108,9 @@ impl Walkthrough {
     pub fn weights_cpu(&self) -> Vec<f32> {
         let (t, d) = (self.tokens.len(), self.dim);
         let mut qkv = vec![0.0; t * 3 * d];
-        reference::matmul::matmul(
-            &mut qkv,
-            &self.x,
-            &self.w_qkv,
-            Some(&self.b_qkv),
-            Activation::None,
-            1,
-            t,
-            3 * d,
-            self.embed,
-            false,
-        );
+        // (T, 3D) = (T, E) · (3D, E)ᵀ
+        let shape = crate::ops::MatmulShape::linear(t, 3 * d, self.embed);
+        reference::matmul::matmul(&mut qkv, &self.x, &self.w_qkv, Some(&self.b_qkv), Activation::None, shape);
         let p = reference::attention::attention_weights(&qkv, None, &self.attention_config(d), 0, 0);
         p.iter().map(|&v| v as f32).collect()
     }

@@ -1,6 +1,6 @@
 use rayon::prelude::*;
 
-use crate::kernels::attention::AttentionConfig;
+use crate::ops::AttentionConfig;
 
 /// e^x for x <= 0 (softmax's x - max), within 2 ulp of `f32::exp`; exactly 0 below -87 and for
 /// -inf; NaN for NaN. Branch-free (Cephes' expf: x = n·ln2 + r, a degree-6 polynomial for e^r, 2^n from the

@@ -1,6 +1,6 @@
 use rayon::prelude::*;
 
-use crate::kernels::matmul::Activation;
+use crate::ops::{Activation, MatmulShape};
 
 /// GELU, exact erf form, in f32.
 fn gelu(v: f32) -> f32 {
@@ -9,19 +9,8 @@ fn gelu(v: f32) -> f32 {
 
 /// out (batch, m, n) = act(x (batch, m, k) · wᵀ + bias), w (n, k) shared or (batch, n, k) when
 /// `w_batched`: [`crate::reference::matmul::matmul`]'s contract.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    w_batched: bool,
-) {
+pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, shape: MatmulShape) {
+    let MatmulShape { batch, m, n, k, w_batched } = shape;
     assert!(x.len() >= batch * m * k && out.len() >= batch * m * n, "matmul: operands shorter than their shapes");
     assert!(w.len() >= if w_batched { batch * n * k } else { n * k } && bias.is_none_or(|b| b.len() >= n));
     for b in 0..batch {
@@ -84,8 +73,9 @@ mod tests {
                     let b = with_bias.then_some(&bias[..]);
                     let mut got = vec![f32::NAN; batch * m * n];
                     let mut want = vec![0.0; batch * m * n];
-                    matmul(&mut got, &x, &w, b, act, batch, m, n, k, wb);
-                    crate::reference::matmul::matmul(&mut want, &x, &w, b, act, batch, m, n, k, wb);
+                    let shape = MatmulShape { batch, m, n, k, w_batched: wb };
+                    matmul(&mut got, &x, &w, b, act, shape);
+                    crate::reference::matmul::matmul(&mut want, &x, &w, b, act, shape);
                     let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
                     assert_close(
                         &format!("cpu matmul b{batch} {m}x{n}x{k} {act:?} bias={with_bias}"),

@@ -1,5 +1,5 @@
 //! `attention`: fused scaled-dot-product attention over the packed QKV that
-//! the block's in-projection writes. See shaders/attention.wgsl for the layout.
+//! the block's in-projection writes. See shaders/attention_tiled.wgsl for the layout.
 //!
 //! Tokens are rows: with `batch_first = false` (PyTorch's default) the row of
 //! (batch b, position s) is `s * batch + b`; with `batch_first = true` it is
@@ -11,31 +11,33 @@ use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
 use crate::shaders::{consts, flash_keys_per_tile};
+
+pub use crate::ops::AttentionConfig;
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "attention";
-/// Query rows per workgroup (BQ in shaders/attention.wgsl).
+/// Query rows per workgroup (BQ in shaders/attention_tiled.wgsl).
 const BLOCK_Q: usize = consts::ATTENTION_QUERIES as usize;
 /// Query rows per workgroup of the flash kernel (BQ in shaders/attention_flash.wgsl).
 const FLASH_BLOCK_Q: usize = consts::FLASH_QUERIES as usize;
-/// Largest head dim the kernel holds in registers (DMAX in shaders/attention.wgsl).
+/// Largest head dim the kernel holds in registers (DMAX in shaders/attention_tiled.wgsl).
 pub const MAX_HEAD_DIM: usize = consts::MAX_HEAD_DIM as usize;
-/// Keys staged per step (BK in shaders/attention.wgsl).
+/// Keys staged per step (BK in shaders/attention_tiled.wgsl).
 const BLOCK_K: usize = consts::ATTENTION_KEYS as usize;
 /// Workgroup memory of the kernel: K and V tiles of BK x DMAX f32.
 const WORKGROUP_BYTES: u64 = (2 * BLOCK_K * MAX_HEAD_DIM * 4) as u64;
 
-/// Which attention shader runs. Every variant honours the contract of shaders/attention.wgsl and
+/// Which attention shader runs. Every variant honours the contract of shaders/attention_tiled.wgsl and
 /// runs the same parity tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttentionVariant {
-    /// shaders/attention.wgsl: one query per invocation, K and V tiles in workgroup memory;
+    /// shaders/attention_tiled.wgsl: one query per invocation, K and V tiles in workgroup memory;
     /// the portable kernel, for devices without subgroups.
     Tiled,
     /// shaders/attention_flash.wgsl: four lanes per query, K and V tiles as vec4, scores in
     /// registers; for devices with subgroups of 4 lanes or more (the GPU kernel).
     Flash,
-    /// shaders/attention_subgroup.wgsl: no workgroup memory, for 8-wide subgroups (lavapipe).
+    /// shaders/attention_subgroup8.wgsl: no workgroup memory, for 8-wide subgroups (lavapipe).
     Subgroup8,
 }
 
@@ -62,6 +64,12 @@ impl AttentionVariant {
     /// set and available; else the subgroup-8 kernel on software adapters that can run it; else
     /// flash where subgroups allow; else tiled.
     pub fn for_device(gpu: &Gpu) -> AttentionVariant {
+        /// The choice, made once per device.
+        struct Chosen(AttentionVariant);
+        gpu.memo(|| Chosen(Self::choose(gpu))).0
+    }
+
+    fn choose(gpu: &Gpu) -> AttentionVariant {
         let available = Self::available(gpu);
         let wanted = match std::env::var("RESFORMER_ATTENTION").as_deref() {
             Ok("tiled") => Some(AttentionVariant::Tiled),
@@ -80,50 +88,7 @@ impl AttentionVariant {
     }
 }
 
-/// Shape and masking of one attention call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionConfig {
-    /// Batch elements.
-    pub batch: usize,
-    /// Sequence length (queries = keys).
-    pub seq: usize,
-    /// Heads.
-    pub heads: usize,
-    /// Head dim D.
-    pub head_dim: usize,
-    /// Token rows are batch-major (`b * seq + s`) instead of PyTorch's default seq-major.
-    pub batch_first: bool,
-    /// Hide keys after the query (a query at s sees keys 0..=s).
-    pub causal: bool,
-}
-
-impl AttentionConfig {
-    /// E = heads · head_dim.
-    pub fn embed(&self) -> usize {
-        self.heads * self.head_dim
-    }
-
-    /// Number of token rows, seq · batch.
-    pub fn tokens(&self) -> usize {
-        self.seq * self.batch
-    }
-
-    /// Row of (batch b, position s) in qkv and out.
-    pub fn row(&self, b: usize, s: usize) -> usize {
-        if self.batch_first {
-            b * self.seq + s
-        } else {
-            s * self.batch + b
-        }
-    }
-
-    /// 1/√head_dim, the scale of `nn.MultiheadAttention`.
-    pub fn scale(&self) -> f32 {
-        1.0 / (self.head_dim as f32).sqrt()
-    }
-}
-
-/// = WGSL `struct Params` in shaders/attention.wgsl.
+/// = WGSL `struct Params` in shaders/attention_tiled.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct AttentionParams {
@@ -170,14 +135,14 @@ pub fn prepare_attention_variant(
     }
     // (shader, queries per workgroup, workgroup memory)
     let (shader, block_q, workgroup_bytes) = match variant {
-        AttentionVariant::Tiled => (Shader::Attention, BLOCK_Q, WORKGROUP_BYTES),
+        AttentionVariant::Tiled => (Shader::AttentionTiled, BLOCK_Q, WORKGROUP_BYTES),
         AttentionVariant::Flash => {
             // the smallest build that holds the head dim: no FMAs on padding past it
             let dmax = [32, 64, 128].into_iter().find(|&d| cfg.head_dim <= d as usize).unwrap_or(128);
             let bytes = 2 * 16 * (flash_keys_per_tile(dmax) * dmax / 4) as u64;
             (Shader::AttentionFlash { dmax }, FLASH_BLOCK_Q, bytes)
         }
-        AttentionVariant::Subgroup8 => (Shader::AttentionSubgroup, 8, 0),
+        AttentionVariant::Subgroup8 => (Shader::AttentionSubgroup8, 8, 0),
     };
     let dims = [("batch", cfg.batch), ("seq", cfg.seq), ("heads", cfg.heads), ("head_dim", cfg.head_dim)];
     if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
@@ -349,8 +314,8 @@ mod tests {
 
     #[test]
     fn attention_params_match_wgsl_layout() {
-        crate::testing::assert_params_layout::<AttentionParams>(Shader::Attention);
-        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionSubgroup);
+        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionTiled);
+        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionSubgroup8);
         crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionFlash { dmax: 64 });
     }
 }

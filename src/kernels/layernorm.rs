@@ -9,14 +9,14 @@ use crate::tensor::{DType, Tensor};
 
 const OP: &str = "layernorm";
 
-/// Which layernorm shader runs. Every variant honours the contract of shaders/layernorm.wgsl and
+/// Which layernorm shader runs. Every variant honours the contract of shaders/layernorm_tiled.wgsl and
 /// runs the same parity tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LayernormVariant {
-    /// shaders/layernorm.wgsl: a workgroup of 256 per row, tree reductions in workgroup memory;
+    /// shaders/layernorm_tiled.wgsl: a workgroup of 256 per row, tree reductions in workgroup memory;
     /// the portable kernel.
     Tiled,
-    /// shaders/layernorm_subgroup.wgsl: one 8-wide subgroup per row (lavapipe).
+    /// shaders/layernorm_subgroup8.wgsl: one 8-wide subgroup per row (lavapipe).
     Subgroup8,
     /// shaders/layernorm_rows.wgsl: a subgroup per row, several rows per workgroup, vec4; for
     /// GPUs with subgroups and rows of C % 4 == 0 (others fall back to tiled).
@@ -43,8 +43,19 @@ impl LayernormVariant {
     /// tiled|subgroup8|rows` when set and available; else rows where subgroups allow and
     /// C % 4 == 0; else subgroup8 on software adapters that can run it; else tiled.
     pub fn for_cols(gpu: &Gpu, cols: usize) -> LayernormVariant {
+        /// The choice for rows of C % 4 == 0 and for the others, made once per device.
+        struct Chosen(LayernormVariant, LayernormVariant);
+        let c = gpu.memo(|| Chosen(Self::choose(gpu, true), Self::choose(gpu, false)));
+        if cols % 4 == 0 {
+            c.0
+        } else {
+            c.1
+        }
+    }
+
+    fn choose(gpu: &Gpu, vec4: bool) -> LayernormVariant {
         let available: Vec<_> =
-            Self::available(gpu).into_iter().filter(|&v| v != LayernormVariant::Rows || cols % 4 == 0).collect();
+            Self::available(gpu).into_iter().filter(|&v| v != LayernormVariant::Rows || vec4).collect();
         let wanted = match std::env::var("RESFORMER_LAYERNORM").as_deref() {
             Ok("tiled") => Some(LayernormVariant::Tiled),
             Ok("subgroup8") => Some(LayernormVariant::Subgroup8),
@@ -66,7 +77,7 @@ impl LayernormVariant {
 /// Invocations per workgroup of shaders/layernorm_rows.wgsl (WG there).
 const ROWS_WG: u32 = crate::shaders::consts::LAYERNORM_WG;
 
-/// = WGSL `struct Params` in shaders/layernorm.wgsl.
+/// = WGSL `struct Params` in shaders/layernorm_tiled.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct LayernormParams {
@@ -132,8 +143,8 @@ pub fn prepare_layernorm_variant(
     }
     // (shader, rows per workgroup)
     let (shader, rows_per_group) = match variant {
-        LayernormVariant::Tiled => (Shader::Layernorm, 1),
-        LayernormVariant::Subgroup8 => (Shader::LayernormSubgroup, 1),
+        LayernormVariant::Tiled => (Shader::LayernormTiled, 1),
+        LayernormVariant::Subgroup8 => (Shader::LayernormSubgroup8, 1),
         LayernormVariant::Rows => {
             if cols % 4 != 0 {
                 return Err(Error::InvalidArgument {
@@ -247,8 +258,8 @@ mod tests {
 
     #[test]
     fn layernorm_params_match_wgsl_layout() {
-        crate::testing::assert_params_layout::<LayernormParams>(Shader::Layernorm);
-        crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormSubgroup);
+        crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormTiled);
+        crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormSubgroup8);
         crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormRows);
     }
 

@@ -5,13 +5,25 @@ use super::{check_groups, check_operand, dispatch, Dispatch};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::shaders::{MatmulTile, Shader};
+
+pub use crate::ops::{Activation, MatmulShape};
+
+/// The code `activate()` in shaders/matmul_io.wgsl switches on.
+fn act_code(a: Activation) -> u32 {
+    use crate::shaders::consts::{ACT_GELU, ACT_NONE, ACT_RELU};
+    match a {
+        Activation::None => ACT_NONE,
+        Activation::Relu => ACT_RELU,
+        Activation::Gelu => ACT_GELU,
+    }
+}
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "matmul";
 
 /// Which matmul shader runs: one configuration of the generated register-tiled family
 /// (src/shaders/matmul_tile.rs; workgroup-memory tiles, the GPU kernel), or
-/// shaders/matmul_subgroup.wgsl (no workgroup memory, x shared by subgroup broadcasts: lavapipe).
+/// shaders/matmul_subgroup8.wgsl (no workgroup memory, x shared by subgroup broadcasts: lavapipe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
     /// The tiled family, in this configuration.
@@ -54,17 +66,22 @@ impl MatmulVariant {
     /// The variant [`prepare_matmul`] runs for an (M, N, K) product: `RESFORMER_MATMUL` when set
     /// and available; else the subgroup kernel on software adapters that can run it; else the
     /// tile the tuner chose for this shape class ([`crate::tune`]).
+    /// The override and the subgroup-8 choice are made once per device.
     pub fn for_shape(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulVariant {
-        let available = Self::available(gpu);
-        if let Some(v) = std::env::var("RESFORMER_MATMUL").ok().as_deref().and_then(Self::parse) {
-            if available.contains(&v) {
-                return v;
-            }
-        }
-        if gpu.adapter().is_software() && available.contains(&MatmulVariant::Subgroup8) {
-            return MatmulVariant::Subgroup8;
-        }
-        MatmulVariant::Tiled(crate::tune::matmul_tile(gpu, m, n, k))
+        /// The variant every shape gets on this device, if one does.
+        struct Fixed(Option<MatmulVariant>);
+        let fixed = gpu.memo(|| {
+            let available = Self::available(gpu);
+            let forced = std::env::var("RESFORMER_MATMUL").ok().as_deref().and_then(Self::parse);
+            Fixed(match forced {
+                Some(v) if available.contains(&v) => Some(v),
+                _ if gpu.adapter().is_software() && available.contains(&MatmulVariant::Subgroup8) => {
+                    Some(MatmulVariant::Subgroup8)
+                }
+                _ => None,
+            })
+        });
+        fixed.0.unwrap_or_else(|| MatmulVariant::Tiled(crate::tune::matmul_tile(gpu, m, n, k)))
     }
 
     /// (shader, output rows per workgroup, output columns per workgroup, workgroup memory bytes)
@@ -76,32 +93,8 @@ impl MatmulVariant {
             }
             MatmulVariant::Subgroup8 => {
                 use crate::shaders::consts::{MATMUL_SG8_COLS_PER_LANE, MATMUL_SG8_ROWS, SUBGROUP8};
-                (Shader::MatmulSubgroup, MATMUL_SG8_ROWS as usize, (SUBGROUP8 * MATMUL_SG8_COLS_PER_LANE) as usize, 0)
+                (Shader::MatmulSubgroup8, MATMUL_SG8_ROWS as usize, (SUBGROUP8 * MATMUL_SG8_COLS_PER_LANE) as usize, 0)
             }
-        }
-    }
-}
-
-/// Activation fused into the matmul epilogue.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Activation {
-    #[default]
-    /// No activation.
-    None,
-    /// max(0, v).
-    Relu,
-    /// GELU in its exact erf form (PyTorch's default `nn.GELU()`).
-    Gelu,
-}
-
-impl Activation {
-    /// The code `activate()` in shaders/matmul_io.wgsl switches on.
-    pub(crate) fn code(self) -> u32 {
-        use crate::shaders::consts::{ACT_GELU, ACT_NONE, ACT_RELU};
-        match self {
-            Activation::None => ACT_NONE,
-            Activation::Relu => ACT_RELU,
-            Activation::Gelu => ACT_GELU,
         }
     }
 }
@@ -188,7 +181,7 @@ pub fn prepare_matmul_variant(
         n: n as u32,
         k: k as u32,
         w_batch_stride: if w_batched { (n * k) as u32 } else { 0 },
-        act: act.code(),
+        act: act_code(act),
         has_bias: bias.is_some() as u32,
         _pad0: 0,
         _pad1: 0,
@@ -249,7 +242,8 @@ mod tests {
         gpu.submit_and_wait(enc).unwrap();
         let got = out.read(gpu).unwrap();
         let mut want = vec![0.0; os.iter().product()];
-        reference::matmul::matmul(&mut want, &x, &w, bias.then_some(&b[..]), act, batch, m, n, k, w_batched);
+        let shape = MatmulShape { batch, m, n, k, w_batched };
+        reference::matmul::matmul(&mut want, &x, &w, bias.then_some(&b[..]), act, shape);
         let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
         assert_close(
             &format!("matmul {variant:?} b{batch} {m}x{n}x{k} wb={w_batched} bias={bias} {act:?}"),
@@ -314,7 +308,7 @@ mod tests {
                 crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul { tile, vec4 });
             }
         }
-        crate::testing::assert_params_layout::<MatmulParams>(Shader::MatmulSubgroup);
+        crate::testing::assert_params_layout::<MatmulParams>(Shader::MatmulSubgroup8);
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub enum Step {
         out: Act,
     },
     /// out = a + b
-    Add {
+    ResidualAdd {
         /// First operand.
         a: Act,
         /// Second operand.
@@ -130,7 +130,7 @@ impl Step {
             Step::Matmul { out, .. }
             | Step::Attention { out, .. }
             | Step::Layernorm { out, .. }
-            | Step::Add { out, .. } => out,
+            | Step::ResidualAdd { out, .. } => out,
         }
     }
 }
@@ -142,7 +142,7 @@ impl Step {
             Step::Matmul { x, .. } => vec![x],
             Step::Attention { qkv, .. } => vec![qkv],
             Step::Layernorm { x, residual, .. } => std::iter::once(x).chain(residual).collect(),
-            Step::Add { a, b, .. } => vec![a, b],
+            Step::ResidualAdd { a, b, .. } => vec![a, b],
         }
     }
 
@@ -169,7 +169,7 @@ impl Step {
             }
             Step::Layernorm { residual: Some(_), gamma, .. } => format!("residual + {} ({t}, {e})", param(gamma)),
             Step::Layernorm { gamma, .. } => format!("{} ({t}, {e})", param(gamma)),
-            Step::Add { .. } => format!("residual add ({t}, {e})"),
+            Step::ResidualAdd { .. } => format!("residual add ({t}, {e})"),
         }
     }
 }
@@ -186,11 +186,11 @@ pub fn block_steps(cfg: &BlockConfig) -> Vec<Step> {
             mm(Norm, InProjW, InProjB, Activation::None, Qkv),
             Step::Attention { qkv: Qkv, out: Attn },
             mm(Attn, OutProjW, OutProjB, Activation::None, Y),
-            Step::Add { a: X, b: Y, out: Xb },
+            Step::ResidualAdd { a: X, b: Y, out: Xb },
             ln(Xb, None, Norm2W, Norm2B, Norm),
             mm(Norm, Ff1W, Ff1B, cfg.activation, H),
             mm(H, Ff2W, Ff2B, Activation::None, Y),
-            Step::Add { a: Xb, b: Y, out: X },
+            Step::ResidualAdd { a: Xb, b: Y, out: X },
         ]
     } else {
         vec![

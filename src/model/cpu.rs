@@ -5,8 +5,7 @@
 use super::block::{block_steps, Act, Step};
 use super::config::BlockConfig;
 use super::weights::{BlockWeights, StackWeights};
-use crate::kernels::attention::AttentionConfig;
-use crate::kernels::matmul::Activation;
+use crate::ops::{Activation, AttentionConfig, MatmulShape};
 use crate::{cpu, reference};
 
 /// Which host kernels run a stack on the CPU.
@@ -18,7 +17,7 @@ pub enum HostKernels {
     Reference,
 }
 
-type MatmulFn = fn(&mut [f32], &[f32], &[f32], Option<&[f32]>, Activation, usize, usize, usize, usize, bool);
+type MatmulFn = fn(&mut [f32], &[f32], &[f32], Option<&[f32]>, Activation, MatmulShape);
 type AttentionFn = fn(&mut [f32], &[f32], Option<&[u32]>, &AttentionConfig);
 type LayernormFn = fn(&mut [f32], &[f32], Option<&[f32]>, &[f32], &[f32], usize, usize, f32);
 type AddFn = fn(&mut [f32], &[f32], &[f32]);
@@ -120,13 +119,14 @@ pub(crate) fn run_step(
     match *step {
         Step::Matmul { x, w, b: bias, act, .. } => {
             let (n, k) = (p[bias as usize].len(), x.cols(cfg));
-            matmul(&mut out, b(x), p[w as usize], Some(&p[bias as usize][..]), act, 1, t, n, k, false)
+            // (T, N) = (T, K) · (N, K)ᵀ
+            matmul(&mut out, b(x), p[w as usize], Some(&p[bias as usize][..]), act, MatmulShape::linear(t, n, k))
         }
         Step::Attention { qkv, .. } => attention(&mut out, b(qkv), key_pad, att),
         Step::Layernorm { x, residual, gamma, beta, .. } => {
             layernorm(&mut out, b(x), residual.map(b), p[gamma as usize], p[beta as usize], t, cfg.embed, cfg.eps)
         }
-        Step::Add { a, b: bb, .. } => residual_add(&mut out, b(a), b(bb)),
+        Step::ResidualAdd { a, b: bb, .. } => residual_add(&mut out, b(a), b(bb)),
     }
     bufs[out_act as usize] = out;
 }

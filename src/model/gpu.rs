@@ -129,7 +129,7 @@ impl GpuStack {
                         cfg.eps,
                         a(out),
                     )?,
-                    Step::Add { a: l, b: r, out } => prepare_residual_add(gpu, a(l), a(r), a(out))?,
+                    Step::ResidualAdd { a: l, b: r, out } => prepare_residual_add(gpu, a(l), a(r), a(out))?,
                 });
             }
         }

@@ -26,6 +26,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use super::io::TensorFile;
 use super::{Backend, BlockConfig, BlockWeights, GpuStack, Stack, StackWeights};
 use crate::device::Gpu;
+use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::Activation;
 
@@ -152,9 +153,14 @@ pub struct SentenceEmbedder {
 
 impl SentenceEmbedder {
     /// Loads `dir/model.safetensors` and `dir/tokenizer.json` (see scripts/fetch-minilm.sh)
-    /// and runs it on `backend`.
+    /// onto a new [`Engine`] for `backend`: `Engine::new_blocking(..)?.load_minilm(dir)`.
     pub fn from_dir(dir: &Path, backend: Backend) -> Result<SentenceEmbedder> {
-        Self::load(dir, |w| Stack::new(w, block_config(), backend))
+        Engine::new_blocking(EngineOptions { backend, ..Default::default() })?.load_minilm(dir)
+    }
+
+    /// Loads the model onto `engine` (what [`Engine::load_minilm`] does).
+    pub fn on_engine(dir: &Path, engine: &Engine) -> Result<SentenceEmbedder> {
+        Self::load(dir, |w| engine.load_stack(w, block_config()))
     }
 
     /// Like [`SentenceEmbedder::from_dir`], on a device the caller already has.
@@ -165,7 +171,7 @@ impl SentenceEmbedder {
     /// The model's shapes with seeded random weights and `dir/tokenizer.json` (no
     /// model.safetensors needed): for speed measurements where the weights cannot travel,
     /// e.g. scripts/gpu-check.sh on a host without the model. Its embeddings mean nothing.
-    pub fn random(dir: &Path, seed: u64, backend: Backend) -> Result<SentenceEmbedder> {
+    pub fn random(dir: &Path, seed: u64, engine: &Engine) -> Result<SentenceEmbedder> {
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let vocab = tokenizer.get_vocab_size(true);
         let mut rng = crate::rng::Rng::new(seed);
@@ -177,7 +183,7 @@ impl SentenceEmbedder {
         };
         let mut weights = StackWeights::random(seed, LAYERS, HIDDEN, FF);
         weights.input_norm = Some((rng.vec(HIDDEN, 0.8, 1.2), rng.vec(HIDDEN, -0.2, 0.2)));
-        let stack = Stack::new(weights, block_config(), backend)?;
+        let stack = engine.load_stack(weights, block_config())?;
         Ok(SentenceEmbedder { tokenizer, embeddings, stack, name: "all-MiniLM-L6-v2 shape, random weights".into() })
     }
 

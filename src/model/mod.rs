@@ -63,13 +63,6 @@ pub enum Stack {
 }
 
 impl Stack {
-    /// Builds the stack on `backend`. `Auto` falls back to the CPU path when no adapter exists.
-    pub fn new(weights: StackWeights, cfg: BlockConfig, backend: Backend) -> Result<Stack> {
-        cfg.validate()?;
-        check_weights(&weights, &cfg)?;
-        crate::Engine::new_blocking(crate::EngineOptions { backend, ..Default::default() })?.load_stack(weights, cfg)
-    }
-
     /// The GPU stack, for recording forwards into an app's own encoder
     /// ([`GpuStack::record_forward`]); `None` on the CPU path.
     pub fn gpu(&self) -> Option<&GpuStack> {
@@ -210,7 +203,7 @@ impl InputShape {
                 op: "input",
                 what: format!(
                     "expected shape (seq, batch, embed){} or (seq, embed), found {shape:?}",
-                    if batch_first { " with --batch-first: (batch, seq, embed)" } else { "" }
+                    if batch_first { " with batch_first: (batch, seq, embed)" } else { "" }
                 ),
             }),
         }

@@ -156,7 +156,7 @@ impl StackWeights {
             return Err(Error::File {
                 path: file.path().into(),
                 reason: format!(
-                    "missing tensor `{first}` (prefix {prefix:?}); the file holds {} tensors, e.g. {shown:?}; is --prefix right?",
+                    "missing tensor `{first}` (prefix {prefix:?}); the file holds {} tensors, e.g. {shown:?}; is the prefix right?",
                     names.len()
                 ),
             });

@@ -1,4 +1,4 @@
-use crate::kernels::attention::AttentionConfig;
+use crate::ops::AttentionConfig;
 
 /// Attention probabilities of one (batch b, head h): row s is softmax over keys of
 /// q_s · k_j · scale, with hidden keys at probability 0. A query with no visible

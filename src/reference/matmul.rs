@@ -1,4 +1,4 @@
-use crate::kernels::matmul::Activation;
+use crate::ops::{Activation, MatmulShape};
 
 /// GELU, exact erf form: 0.5 · v · (1 + erf(v / √2)).
 pub fn gelu(v: f64) -> f64 {
@@ -15,19 +15,8 @@ pub fn activate(v: f64, act: Activation) -> f64 {
 }
 
 /// out (batch, m, n) = act(x (batch, m, k) · wᵀ + bias), w (n, k) shared or (batch, n, k) when `w_batched`.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    w_batched: bool,
-) {
+pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, shape: MatmulShape) {
+    let MatmulShape { batch, m, n, k, w_batched } = shape;
     for b in 0..batch {
         let w = if w_batched { &w[b * n * k..(b + 1) * n * k] } else { &w[..n * k] };
         for i in 0..m {

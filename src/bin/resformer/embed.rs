@@ -110,9 +110,10 @@ const TEXT: &str = "Attention lets every token look at every other token of the 
 /// sentences/s of the model on `backend` on a batch of sentences of about 128 tokens.
 fn speed(dir: &Path, backend: Backend, a: &Args) -> CliResult {
     let (batch, repeats) = (a.batch, a.repeats);
+    let engine = resformer::Engine::new_blocking(resformer::EngineOptions { backend, ..Default::default() })?;
     let model = match a.random_weights {
-        true => SentenceEmbedder::random(dir, 0, backend)?,
-        false => SentenceEmbedder::from_dir(dir, backend)?,
+        true => SentenceEmbedder::random(dir, 0, &engine)?,
+        false => engine.load_minilm(dir)?,
     };
     let words: Vec<&str> = TEXT.split_whitespace().collect();
     // sentence i: the text rotated by i words, as many words as fit in 128 tokens with [CLS] and [SEP]

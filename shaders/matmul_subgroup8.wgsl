@@ -1,4 +1,4 @@
-// matmul_subgroup: the matmul contract of the tiled family (src/shaders/matmul_tile.rs: out =
+// matmul_subgroup8: the matmul contract of the tiled family (src/shaders/matmul_tile.rs: out =
 //   act(x · wᵀ + bias), same bindings and params), for adapters whose subgroups are SG = 8 lanes
 //   wide: lavapipe. There every storage or
 //   workgroup-memory load is a loop over the lanes (about 5 ns per lane-value on 2 cores, against

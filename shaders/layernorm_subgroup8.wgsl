@@ -1,4 +1,4 @@
-// layernorm_subgroup: the contract of layernorm.wgsl (same bindings and params), for adapters
+// layernorm_subgroup8: the contract of layernorm_tiled.wgsl (same bindings and params), for adapters
 //   whose subgroups are SG = 8 lanes wide: lavapipe, where workgroup memory and barriers are
 //   costly. One subgroup per row, statistics reduced with subgroupAdd: no workgroup memory, no
 //   barriers. The row's values (x + residual) stay in a private array when cols <= SG * CACHE,

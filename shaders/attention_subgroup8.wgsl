@@ -1,4 +1,4 @@
-// attention_subgroup: the contract of attention.wgsl (same bindings, params, layout, masks and NaN
+// attention_subgroup8: the contract of attention_tiled.wgsl (same bindings, params, layout, masks and NaN
 //   rule), for adapters whose subgroups are SG = 8 lanes wide: lavapipe, where every storage or
 //   workgroup-memory load is a loop over the lanes. No workgroup memory, no barriers.
 // dispatch: (ceil(seq / SG), heads, batch) workgroups of SG invocations, one subgroup each; lane l
