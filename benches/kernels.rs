@@ -1,15 +1,18 @@
 //! Criterion benches, one group per kernel stem: the GPU kernel (timed with a
 //! device sync inside the measured region) against its CPU reference.
+//! The shapes are the small cases of benches/cases.json (the table `resformer bench` reads).
 //! `cargo bench --bench kernels -- --quick`; `cargo test --benches` runs each once.
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use resformer::bench::{cases, Case, Sizes};
 use resformer::kernels::attention::{prepare_attention, AttentionConfig};
 use resformer::kernels::layernorm::prepare_layernorm;
 use resformer::kernels::matmul::{prepare_matmul, Activation};
 use resformer::kernels::residual_add::prepare_residual_add;
 use resformer::kernels::{record_all, Dispatch};
+use resformer::model::BlockConfig;
 use resformer::reference;
 use resformer::testing::{shared_gpu, Rng};
 use resformer::{DType, Gpu, Tensor};
@@ -36,7 +39,8 @@ fn matmul(c: &mut Criterion) {
     let Some(gpu) = shared_gpu() else { return };
     let mut g = c.benchmark_group("matmul");
     let mut rng = Rng::new(1);
-    for &(m, n, k) in &[(64, 64, 64), (128, 256, 128)] {
+    for case in cases("matmul", Sizes::Small) {
+        let Case::Matmul { m, n, k } = case else { unreachable!("matmul cases") };
         let (x, xd) = tensor(gpu, &mut rng, &[m, k]);
         let (w, wd) = tensor(gpu, &mut rng, &[n, k]);
         let (b, bd) = tensor(gpu, &mut rng, &[n]);
@@ -58,7 +62,8 @@ fn attention(c: &mut Criterion) {
     let Some(gpu) = shared_gpu() else { return };
     let mut g = c.benchmark_group("attention");
     let mut rng = Rng::new(2);
-    for &(batch, seq, heads, head_dim) in &[(2, 64, 4, 32), (1, 128, 2, 64)] {
+    for case in cases("attention", Sizes::Small) {
+        let Case::Attention { batch, heads, seq, head_dim } = case else { unreachable!("attention cases") };
         let cfg = AttentionConfig { batch, seq, heads, head_dim, batch_first: false, causal: false };
         let (qkv, qd) = tensor(gpu, &mut rng, &[cfg.tokens(), 3 * cfg.embed()]);
         let out = Tensor::empty(gpu, &[cfg.tokens(), cfg.embed()], DType::F32).unwrap();
@@ -78,20 +83,22 @@ fn layernorm(c: &mut Criterion) {
     let Some(gpu) = shared_gpu() else { return };
     let mut g = c.benchmark_group("layernorm");
     let mut rng = Rng::new(3);
-    for &(rows, cols) in &[(256, 256), (512, 1024)] {
+    for case in cases("layernorm", Sizes::Small) {
+        let Case::Layernorm { rows, cols } = case else { unreachable!("layernorm cases") };
         let (x, xd) = tensor(gpu, &mut rng, &[rows, cols]);
         let (r, rd) = tensor(gpu, &mut rng, &[rows, cols]);
         let (ga, gd) = tensor(gpu, &mut rng, &[cols]);
         let (be, bd) = tensor(gpu, &mut rng, &[cols]);
         let out = Tensor::empty(gpu, &[rows, cols], DType::F32).unwrap();
-        let d = prepare_layernorm(gpu, &x, Some(&r), &ga, &be, 1e-5, &out).unwrap();
+        let eps = BlockConfig::DEFAULT_EPS;
+        let d = prepare_layernorm(gpu, &x, Some(&r), &ga, &be, eps, &out).unwrap();
         let id = format!("{rows}x{cols}+residual");
         // reads x and residual, writes out: 12 bytes per element
         g.throughput(Throughput::Bytes((rows * cols * 12) as u64));
         g.bench_function(BenchmarkId::new("gpu", &id), |bn| bn.iter_custom(|iters| gpu_time(gpu, &d, iters)));
         let mut o = vec![0.0; rows * cols];
         g.bench_function(BenchmarkId::new("cpu_ref", &id), |bn| {
-            bn.iter(|| reference::layernorm::layernorm(&mut o, &xd, Some(&rd), &gd, &bd, rows, cols, 1e-5))
+            bn.iter(|| reference::layernorm::layernorm(&mut o, &xd, Some(&rd), &gd, &bd, rows, cols, eps))
         });
     }
 }
@@ -100,7 +107,8 @@ fn residual_add(c: &mut Criterion) {
     let Some(gpu) = shared_gpu() else { return };
     let mut g = c.benchmark_group("residual_add");
     let mut rng = Rng::new(4);
-    for &len in &[65_536usize, 1 << 20] {
+    for case in cases("residual_add", Sizes::Small) {
+        let Case::ResidualAdd { len } = case else { unreachable!("residual_add cases") };
         let (a, ad) = tensor(gpu, &mut rng, &[len]);
         let (b, bd) = tensor(gpu, &mut rng, &[len]);
         let out = Tensor::empty(gpu, &[len], DType::F32).unwrap();

@@ -1,20 +1,23 @@
-//! Criterion benches of the block (1 layer) and the stack (4 layers): the GPU
-//! plan (timed with a device sync inside the measured region) against the CPU
-//! reference path. `cargo bench --bench stack -- --quick`.
+//! Criterion benches of the block and the stack at the small sizes of
+//! benches/cases.json: the GPU plan (timed with a device sync inside the measured
+//! region) against the CPU reference path. `cargo bench --bench stack -- --quick`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use resformer::bench::{cases, Case, Sizes};
 use resformer::kernels::record_all;
 use resformer::model::{cpu, BlockConfig, GpuStack, StackWeights};
 use resformer::testing::{shared_gpu, Rng};
 use resformer::Gpu;
 
-fn bench_layers(c: &mut Criterion, group: &str, layers: usize) {
+fn bench_layers(c: &mut Criterion, group: &str) {
     let Some(gpu) = shared_gpu() else { return };
     let mut g = c.benchmark_group(group);
-    let (embed, heads, ff, seq, batch) = (128, 4, 512, 32, 2);
+    let Some(Case::Stack { layers, embed, heads, ff, seq, batch }) = cases(group, Sizes::Small).pop() else {
+        unreachable!("benches/cases.json has a small {group} case")
+    };
     let cfg = BlockConfig::new(embed, heads, ff);
     let weights = StackWeights::random(1, layers, embed, ff);
     let stack = GpuStack::new(Arc::clone(gpu), &weights, cfg).unwrap();
@@ -49,11 +52,11 @@ fn sync(gpu: &Gpu) {
 }
 
 fn block(c: &mut Criterion) {
-    bench_layers(c, "block", 1);
+    bench_layers(c, "block");
 }
 
 fn stack(c: &mut Criterion) {
-    bench_layers(c, "stack", 4);
+    bench_layers(c, "stack");
 }
 
 criterion_group! {

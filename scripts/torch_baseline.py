@@ -7,11 +7,13 @@ for `resformer bench --compare FILE`.
     python3 scripts/torch_baseline.py --minilm 512   # sentences/s of a BERT of MiniLM's config
 
 
-CUDA when present, else CPU; f32 with TF32 off. The case table mirrors
-`cases()` in src/bench.rs; rows are matched by (kernel, shape).
+CUDA when present, else CPU; f32 with TF32 off. The cases come from
+benches/cases.json, the table `resformer bench` reads; rows are matched by
+(kernel, shape).
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -19,23 +21,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CASES = {
-    "small": [
-        ("matmul", (128, 128, 128)), ("matmul", (256, 384, 256)),
-        ("attention", (1, 4, 64, 32)), ("layernorm", (256, 256)), ("residual_add", (1 << 16,)),
-        ("stack", (1, 128, 4, 512, 32, 2)), ("stack", (2, 128, 4, 512, 32, 2)),
-    ],
-    "medium": [
-        ("matmul", (512, 512, 512)), ("matmul", (512, 1024, 256)),
-        ("attention", (2, 8, 128, 64)), ("layernorm", (2048, 1024)), ("residual_add", (1 << 20,)),
-        ("stack", (1, 256, 8, 1024, 128, 4)), ("stack", (6, 256, 8, 1024, 128, 4)),
-    ],
-    "large": [
-        ("matmul", (1024, 1024, 1024)), ("matmul", (4096, 4096, 4096)),
-        ("attention", (4, 16, 2048, 64)), ("layernorm", (16384, 1024)), ("residual_add", (16384 * 1024,)),
-        ("stack", (1, 768, 12, 3072, 512, 8)), ("stack", (12, 768, 12, 3072, 512, 8)),
-    ],
-}
+def load_cases():
+    """benches/cases.json, the table `resformer bench` and the criterion benches read too, as
+    (kernel, params) per size: matmul (m, n, k), attention (batch, heads, seq, head_dim),
+    layernorm (rows, cols), residual_add (len,), stack (layers, embed, heads, ff, seq, batch)."""
+    fields = {
+        "matmul": ("m", "n", "k"),
+        "attention": ("batch", "heads", "seq", "head_dim"),
+        "layernorm": ("rows", "cols"),
+        "residual_add": ("len",),
+        "stack": ("layers", "embed", "heads", "ff", "seq", "batch"),
+    }
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benches", "cases.json")
+    with open(path) as fh:
+        table = json.load(fh)
+    return {size: [(c["case"], tuple(c[f] for f in fields[c["case"]])) for c in rows]
+            for size, rows in table.items() if not size.startswith("_")}
+
+
+CASES = load_cases()
 
 
 class TransformerBlock(nn.Module):

@@ -17,7 +17,7 @@ pub mod consts {
     pub const ACT_RELU: u32 = 1;
     /// GELU, erf form.
     pub const ACT_GELU: u32 = 2;
-    /// Lanes of the `*_subgroup.wgsl` kernels' subgroups (SG there).
+    /// Lanes of the `*_subgroup8.wgsl` kernels' subgroups (SG there).
     pub const SUBGROUP8: u32 = 8;
     /// shaders/matmul_subgroup8.wgsl: rows of out per subgroup (RM).
     pub const MATMUL_SG8_ROWS: u32 = 8;

@@ -99,7 +99,7 @@ impl MatmulVariant {
     }
 }
 
-/// = WGSL `struct Params` in shaders/matmul.wgsl.
+/// = WGSL `struct Params` in shaders/matmul_io.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct MatmulParams {

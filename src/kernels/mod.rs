@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::shaders::Shader;
 use crate::tensor::{DType, Tensor};
 
-/// Whether the device can run the `*_subgroup.wgsl` kernels: subgroups exactly 8 wide (lavapipe).
+/// Whether the device can run the `*_subgroup8.wgsl` kernels: subgroups exactly 8 wide (lavapipe).
 /// They use no workgroup memory and share operands by subgroup broadcasts, which is much faster
 /// where memory accesses are costly. Each op's variant enum offers them as `Subgroup8`.
 pub fn has_subgroup8(gpu: &Gpu) -> bool {
