@@ -40,7 +40,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (p.causal != 0u) { kv_end = min(p.seq, (wg.x + 1u) * BQ); }
 
     for (var j0 = 0u; j0 < kv_end; j0 += BK) {
-        // 2. stage BK keys and values (all heads share the loop; rows past seq are never read)
+        // 2. stage BK keys and values of this workgroup's head (rows past seq are never read)
         for (var i = lane; i < BK * d_n; i += BQ) {
             let jj = i / d_n;
             let d = i % d_n;

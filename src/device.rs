@@ -296,7 +296,6 @@ impl Gpu {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wraps a device and queue that the caller already has.
     /// Wraps a device and queue that the caller already has (an app sharing its
     /// device with the engine). The device's own features and limits apply.
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
@@ -503,7 +502,7 @@ mod tests {
         assert_eq!(choose(&[gpu_gl.clone(), gpu.clone()], false).unwrap(), 1, "Vulkan before GL on one GPU");
         assert_eq!(choose(&[gl.clone(), lavapipe.clone()], true).unwrap(), 1, "lavapipe when software is allowed");
         assert!(choose(&[gl.clone(), lavapipe], false).is_err(), "no software adapter unless allowed");
-        assert!(choose(&[gl.clone()], true).is_err(), "a GL rasteriser is never used for compute");
+        assert!(choose(std::slice::from_ref(&gl), true).is_err(), "a GL rasteriser is never used for compute");
         assert_eq!(choose(&[gl, gpu_gl], false).unwrap(), 1, "a hardware GL adapter is fine");
     }
 }

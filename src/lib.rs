@@ -9,10 +9,21 @@
 //! - `T`: tokens = seq · batch, the rows of every activation
 //! - `E`: embed dim; `H`: heads; `D = E / H`: head dim; `F`: feed-forward dim
 //!
-//! ## Layers
-//! [`device`] (adapter, device, pipelines) → [`tensor`] (buffer + shape) →
-//! [`kernels`] (one op per shader, recorded into the caller's encoder) →
-//! [`reference`](mod@reference) (the CPU definition of each kernel).
+//! ## Layers (each uses only the ones before it)
+//! - [`ops`]: the vocabulary every backend shares (activation, matmul and attention shapes);
+//!   [`rng`]: seeded data.
+//! - [`reference`](mod@reference): the CPU definition of each kernel, plain loops;
+//!   [`cpu`]: the same kernels made fast (threaded sgemm), the CPU backend.
+//! - [`shaders`]: every WGSL source (files in `shaders/`, the generated matmul family, the
+//!   constants Rust prepends); [`device`]: adapter choice, device, pipelines built once;
+//!   [`tensor`]: buffer + shape.
+//! - [`kernels`]: one op per shader family, checked, bound and recorded into the caller's
+//!   encoder, the variant chosen once per device; [`tune`]: which matmul tile runs.
+//! - [`model`]: the block's step list run by the GPU plan, the CPU backend and the reference;
+//!   weights, fixtures, `check_ops`, MiniLM; [`engine`]: what an app holds (device or host,
+//!   and why), which loads stacks and models.
+//! - [`bench`](mod@bench), [`walkthrough`], [`raster`]: what the command line reports; [`testing`]: test
+//!   helpers.
 //!
 //! ```
 //! use resformer::{kernels::residual_add::residual_add, Gpu, Tensor};

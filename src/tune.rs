@@ -98,6 +98,9 @@ impl TuneCache {
     }
 }
 
+/// An (M, N, K) matmul shape.
+pub type Shape = (usize, usize, usize);
+
 /// One candidate's measurement.
 #[derive(Clone, Debug)]
 pub struct TuneRow {
@@ -198,11 +201,7 @@ pub const TUNE_SHAPES: [(usize, usize, usize); 6] =
 
 /// Measures every candidate on each of `shapes`, stores each class's winner in the cache
 /// file and in this process, and returns the tables (`resformer tune`).
-pub fn tune(
-    gpu: &Gpu,
-    shapes: &[(usize, usize, usize)],
-    runs: usize,
-) -> Result<Vec<((usize, usize, usize), Vec<TuneRow>)>> {
+pub fn tune(gpu: &Gpu, shapes: &[(usize, usize, usize)], runs: usize) -> Result<Vec<(Shape, Vec<TuneRow>)>> {
     let key = device_key(gpu);
     let path = cache_path();
     let mut file = path.as_deref().map(TuneCache::load).unwrap_or_default();

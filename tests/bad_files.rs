@@ -35,7 +35,7 @@ fn a_good_file_round_trips() {
     w.save(&p, "blocks.").unwrap();
     assert_eq!(StackWeights::load(&p, "blocks.").unwrap(), w);
     let e = StackWeights::load(&p, "").unwrap_err().to_string();
-    assert!(e.contains("missing tensor `0.attn.out_proj.weight`") && e.contains("--prefix"), "{e}");
+    assert!(e.contains("missing tensor `0.attn.out_proj.weight`") && e.contains("is the prefix right?"), "{e}");
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn cli_run_reports_bad_files_and_arguments_in_one_line() {
     run(&["--frobnicate"], "unexpected argument '--frobnicate'");
     run(
         &["--weights", w, "--input", x, "--heads", "2", "--prefix", "blocks."],
-        "missing tensor `blocks.0.attn.out_proj.weight`",
+        "is the prefix right? (--prefix)",
     );
 
     assert_cli_error(&["run", "--backend", "nope"], "expected auto, gpu, cpu or reference, got \"nope\"");

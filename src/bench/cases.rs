@@ -100,7 +100,7 @@ impl Case {
         }
     }
 
-    /// The shape as a string, identical in scripts/torch_baseline.py.
+    /// The shape as a string, as scripts/torch_baseline.py writes it.
     pub fn shape(&self) -> String {
         match *self {
             Case::Matmul { m, n, k } => format!("{m}x{n}x{k}"),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub struct Row {
     /// Kernel stem, or `block` / `stack`.
     pub kernel: String,
-    /// The case's shape string ([`Case::shape`]).
+    /// The case's shape string ([`super::Case::shape`]).
     pub shape: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     /// matmul rows.

@@ -46,7 +46,7 @@ impl LayernormVariant {
         /// The choice for rows of C % 4 == 0 and for the others, made once per device.
         struct Chosen(LayernormVariant, LayernormVariant);
         let c = gpu.memo(|| Chosen(Self::choose(gpu, true), Self::choose(gpu, false)));
-        if cols % 4 == 0 {
+        if cols.is_multiple_of(4) {
             c.0
         } else {
             c.1
@@ -146,7 +146,7 @@ pub fn prepare_layernorm_variant(
         LayernormVariant::Tiled => (Shader::LayernormTiled, 1),
         LayernormVariant::Subgroup8 => (Shader::LayernormSubgroup8, 1),
         LayernormVariant::Rows => {
-            if cols % 4 != 0 {
+            if !cols.is_multiple_of(4) {
                 return Err(Error::InvalidArgument {
                     op: OP,
                     what: format!("the rows variant reads vec4: C must be a multiple of 4, got {cols}"),
@@ -221,7 +221,7 @@ mod tests {
         reference::layernorm::layernorm(&mut want, &x, fused.then_some(&r[..]), &g, &b, rows, cols, eps);
         let tol = if offset == 0.0 { LAYERNORM_TOL } else { LAYERNORM_OFFSET_TOL };
         for v in LayernormVariant::available(gpu) {
-            if v == LayernormVariant::Rows && cols % 4 != 0 {
+            if v == LayernormVariant::Rows && !cols.is_multiple_of(4) {
                 continue; // the host never picks it there; refused, as a test below checks
             }
             let out = Tensor::empty(gpu, &shape, DType::F32).unwrap();

@@ -88,7 +88,7 @@ impl MatmulVariant {
     fn shader(self, k: usize) -> (Shader, usize, usize, u64) {
         match self {
             MatmulVariant::Tiled(tile) => {
-                let shader = Shader::Matmul { tile, vec4: k % 4 == 0 };
+                let shader = Shader::Matmul { tile, vec4: k.is_multiple_of(4) };
                 (shader, tile.bm as usize, tile.bn as usize, tile.workgroup_bytes())
             }
             MatmulVariant::Subgroup8 => {

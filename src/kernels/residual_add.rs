@@ -29,7 +29,7 @@ pub fn prepare_residual_add(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor) -> 
     expect_shape(OP, "b", b, a.shape())?;
     expect_shape(OP, "out", out, a.shape())?;
     // four elements per invocation when the length allows (vec4 loads and stores)
-    let vec4 = a.len() % 4 == 0;
+    let vec4 = a.len().is_multiple_of(4);
     let len = if vec4 { a.len() / 4 } else { a.len() };
     let (gx, gy) = grid_2d(gpu, OP, a.shape(), len.div_ceil(WG) as u64)?;
     let params = ResidualAddParams { len: len as u32, groups_x: gx, _pad0: 0, _pad1: 0 };

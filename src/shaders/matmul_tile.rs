@@ -78,7 +78,7 @@ impl MatmulTile {
             return Err(format!("{self}: bm, bn must be multiples of tm, tn and bk of {V}"));
         }
         let t = self.threads();
-        if (bm * bk / V) % t != 0 || (bn * bk / V) % t != 0 {
+        if !(bm * bk / V).is_multiple_of(t) || !(bn * bk / V).is_multiple_of(t) {
             return Err(format!("{self}: the {t} invocations must share the slabs' vec4s evenly"));
         }
         Ok(())

@@ -93,7 +93,13 @@ type Loaded = (StackWeights, BlockConfig, HostTensor, InputShape, Option<Vec<u32
 fn from_files(a: &Args, w: &Path, x: &Path) -> Result<Loaded, CliError> {
     let heads = a.heads.ok_or_else(|| usage("--heads is required with --weights"))?;
     let wfile = TensorFile::open(w)?;
-    let weights = StackWeights::from_file(&wfile, &a.prefix)?;
+    // the library names the parameter; the command line names its flag
+    let weights = StackWeights::from_file(&wfile, &a.prefix).map_err(|e| match e {
+        Error::File { path, reason } if reason.ends_with("is the prefix right?") => {
+            Error::File { path, reason: format!("{reason} (--prefix)") }
+        }
+        e => e,
+    })?;
     if !wfile.converted_dtypes().is_empty() {
         println!("weights: converted {} to F32", wfile.converted_dtypes().join(", "));
     }
