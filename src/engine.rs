@@ -118,6 +118,12 @@ impl Engine {
         Engine { gpu: Some(Arc::new(gpu)), host: HostKernels::Fast, choice }
     }
 
+    /// An engine on a device the caller already opened (a test's shared device, say).
+    pub fn from_gpu(gpu: Arc<Gpu>) -> Engine {
+        let choice = format!("{} (a device opened by the caller)", gpu.adapter().label());
+        Engine { gpu: Some(gpu), host: HostKernels::Fast, choice }
+    }
+
     /// The device, or `None` on the CPU path.
     pub fn gpu(&self) -> Option<&Arc<Gpu>> {
         self.gpu.as_ref()

@@ -25,6 +25,7 @@ use std::path::Path;
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
+use crate::heatmap::Heatmap;
 use crate::kernels::attention::{attention, AttentionConfig, MAX_HEAD_DIM};
 use crate::kernels::matmul::{matmul, Activation};
 use crate::raster::Canvas;
@@ -46,12 +47,6 @@ pub struct Walkthrough {
     pub w_qkv: Vec<f32>,
     /// The bias of those rows (3d).
     pub b_qkv: Vec<f32>,
-}
-
-/// Heatmap colour of a probability: white (0) to deep blue (1), and whether ink on it should be white.
-fn cell_color(p: f32) -> ([u8; 3], bool) {
-    let v = p.clamp(0.0, 1.0);
-    ([(255.0 * (1.0 - v)) as u8, (255.0 * (1.0 - 0.75 * v)) as u8, 255], v > 0.55)
 }
 
 fn word_seed(word: &str, seed: u64) -> u64 {
@@ -163,105 +158,35 @@ impl Walkthrough {
         s
     }
 
-    /// The whole (T, T) matrix as a PNG heatmap with the same layout as [`Walkthrough::svg`],
-    /// lettered with a built-in pixel font (tokens upper-cased).
+    /// The (T, T) matrix as a [`Heatmap`]: rows are queries, columns keys, `focus` highlighted.
+    pub fn heatmap<'a>(&'a self, p: &'a [f32], focus: Option<usize>) -> Heatmap<'a> {
+        Heatmap {
+            title: format!("attention weights, one head, d = {}; rows sum to 1", self.dim),
+            x_label: "key (attended to)",
+            y_label: "query",
+            rows: &self.tokens,
+            cols: &self.tokens,
+            values: p,
+            scale: 1.0,
+            labels: p.iter().map(|v| format!("{v:.2}")).collect(),
+            highlight_row: focus,
+        }
+    }
+
+    /// The whole (T, T) matrix as a PNG heatmap, lettered with a built-in pixel font (tokens
+    /// upper-cased).
     pub fn png(&self, p: &[f32], focus: Option<usize>) -> Canvas {
-        const S: usize = 2; // font scale: 6 x 10 pixel letters
-        let t = self.tokens.len();
-        let widest = self.tokens.iter().map(|tok| Canvas::text_width(tok, S)).max().unwrap_or(0);
-        let cell = (widest + 12).max(Canvas::text_width("0.00", S) + 16).max(40);
-        let (left, top) = (widest + 40, 70);
-        let title = format!("attention weights, one head, d = {}; rows sum to 1", self.dim);
-        let w = (left + t * cell + 20).max(Canvas::text_width(&title, S) + 20);
-        let h = top + t * cell + 20;
-        let mut c = Canvas::new(w, h);
-        let (black, grey) = ([0u8; 3], [136u8; 3]);
-        c.text(10, 8, &title, S, black);
-        c.text(left, 30, "key (attended to)", S, black);
-        c.text(4, top - 18, "query", S, black);
-        for (j, tok) in self.tokens.iter().enumerate() {
-            c.text(left + j * cell + (cell - Canvas::text_width(tok, S)) / 2, top - 16, tok, S, black);
-            let ink = if Some(j) == focus { [200, 0, 0] } else { black };
-            c.text(left - 8 - Canvas::text_width(tok, S), top + j * cell + cell / 2 - 5, tok, S, ink);
-        }
-        for q in 0..t {
-            for k in 0..t {
-                let (x, y) = (left + k * cell, top + q * cell);
-                let (fill, light_ink) = cell_color(p[q * t + k]);
-                c.rect(x, y, cell, cell, grey);
-                c.rect(x + 1, y + 1, cell - 2, cell - 2, fill);
-                let label = format!("{:.2}", p[q * t + k]);
-                let ink = if light_ink { [255; 3] } else { black };
-                c.text(x + (cell - Canvas::text_width(&label, S)) / 2, y + cell / 2 - 5, &label, S, ink);
-            }
-        }
-        c
+        self.heatmap(p, focus).png()
     }
 
     /// Writes the heatmap to `path`: PNG for `.png`, SVG for `.svg`.
     pub fn save_heatmap(&self, p: &[f32], focus: Option<usize>, path: &Path) -> Result<()> {
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        match ext.as_deref() {
-            Some("png") => self.png(p, focus).save_png(path),
-            Some("svg") => std::fs::write(path, self.svg(p, focus))
-                .map_err(|source| Error::Io { path: path.display().to_string(), source }),
-            _ => Err(Error::InvalidArgument {
-                op: "attention walk-through",
-                what: format!("{}: the heatmap is written as .png or .svg", path.display()),
-            }),
-        }
+        self.heatmap(p, focus).save(path, "attention walk-through")
     }
 
     /// The whole (T, T) matrix as an SVG heatmap: rows are queries, columns keys.
     pub fn svg(&self, p: &[f32], focus: Option<usize>) -> String {
-        let t = self.tokens.len();
-        let (cell, left, top) = (64usize, 140usize, 90usize);
-        let (w, h) = ((left + t * cell + 20).max(560), top + t * cell + 60);
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"16\">attention weights (one head, d = {}); each row sums to 1</text>\n\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">key (attended to)</text>\n\
-             <text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">query (attending)</text>\n",
-            w / 2,
-            self.dim,
-            left + t * cell / 2,
-            top - 40,
-            top + t * cell / 2,
-            top + t * cell / 2
-        );
-        for (j, tok) in self.tokens.iter().enumerate() {
-            s += &format!(
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                left + j * cell + cell / 2,
-                top - 10,
-                esc(tok)
-            );
-            let weight = if Some(j) == focus { " font-weight=\"bold\"" } else { "" };
-            s += &format!(
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\"{weight}>{}</text>\n",
-                left - 10,
-                top + j * cell + cell / 2 + 5,
-                esc(tok)
-            );
-        }
-        for q in 0..t {
-            for k in 0..t {
-                let ([r, g, b], light_ink) = cell_color(p[q * t + k]);
-                let ink = if light_ink { "white" } else { "black" };
-                s += &format!(
-                    "<rect x=\"{}\" y=\"{}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({r},{g},{b})\" stroke=\"#888\"/>\
-                     <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\">{:.2}</text>\n",
-                    left + k * cell,
-                    top + q * cell,
-                    left + k * cell + cell / 2,
-                    top + q * cell + cell / 2 + 5,
-                    p[q * t + k]
-                );
-            }
-        }
-        s + "</svg>\n"
+        self.heatmap(p, focus).svg()
     }
 }
 
@@ -310,7 +235,7 @@ mod tests {
         let colours: std::collections::HashSet<[u8; 3]> =
             (0..height).flat_map(|y| (0..width).map(move |x| (x, y))).map(|(x, y)| img.pixel(x, y)).collect();
         for &v in &p {
-            assert!(colours.contains(&cell_color(v).0), "no cell of weight {v}");
+            assert!(colours.contains(&crate::heatmap::cell_color(v).0), "no cell of weight {v}");
         }
         let png_path = std::env::temp_dir().join(format!("resformer-walk-{}.png", std::process::id()));
         w.save_heatmap(&p, Some(focus), &png_path).unwrap();

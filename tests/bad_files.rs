@@ -196,10 +196,7 @@ fn cli_run_reports_bad_files_and_arguments_in_one_line() {
     run(&["--weights", w], "--weights and --input go together");
     run(&["--embed", "abc"], "invalid value 'abc' for '--embed <EMBED>'");
     run(&["--frobnicate"], "unexpected argument '--frobnicate'");
-    run(
-        &["--weights", w, "--input", x, "--heads", "2", "--prefix", "blocks."],
-        "is the prefix right? (--prefix)",
-    );
+    run(&["--weights", w, "--input", x, "--heads", "2", "--prefix", "blocks."], "is the prefix right? (--prefix)");
 
     assert_cli_error(&["run", "--backend", "nope"], "expected auto, gpu, cpu or reference, got \"nope\"");
 

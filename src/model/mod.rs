@@ -9,6 +9,7 @@ pub mod fixture;
 pub mod gpu;
 pub mod io;
 pub mod minilm;
+pub mod vit;
 pub mod weights;
 
 pub use config::BlockConfig;

@@ -3,6 +3,7 @@
 
 mod attention;
 mod bench;
+mod classify;
 mod devices;
 mod embed;
 mod parity;
@@ -38,6 +39,8 @@ enum Command {
     Attention(attention::Args),
     /// Sentence embeddings with all-MiniLM-L6-v2 (scripts/fetch-minilm.sh fetches it)
     Embed(embed::Args),
+    /// Classify the handwritten digits' test split with the Vision Transformer; or show one digit
+    Classify(classify::Args),
     /// Time every kernel, the block and the stack against the CPU backend and the reference
     Bench(bench::Args),
     /// Time every matmul tile per shape class on this adapter and cache the fastest
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Attention(a) => attention::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Classify(a) => classify::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune::run(a),
         Command::Parity(a) => parity::run(a),

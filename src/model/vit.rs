@@ -1,0 +1,425 @@
+//! A Vision Transformer on the engine: handwritten digits (8x8, the UCI set scikit-learn
+//! ships) classified by the model `scripts/train_vit_digits.py` trains (committed in
+//! `assets/vit-digits/`).
+//!
+//! An image (pixels / 16) is cut into 2x2 patches, 16 tokens of 4 values, and a class token
+//! goes first. All of it runs through the existing kernels:
+//!
+//! ```text
+//! tokens (B·17, 5) = [patch pixels | is-class-token]         built on the host (the "tokenizer")
+//! x  = tokens · [patch_embed.weight | cls - patch_embed.bias]ᵀ + patch_embed.bias   matmul: the
+//!      class token's row gives cls, a patch row its embedding
+//! x += pos_embed (repeated per image)                         residual_add
+//! x  = blocks(x)                                              the stack, batch-first (B, 17, E)
+//! logits = LN(x) · headᵀ + head.bias, read at each class-token row   layernorm, matmul
+//! ```
+//!
+//! On a GPU every step is recorded into one encoder; on the host the same steps run on the CPU
+//! backend or the reference kernels.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::cpu::{forward_with, HostKernels};
+use super::io::TensorFile;
+use super::{BlockConfig, BlockWeights, Stack, StackWeights};
+use crate::device::Gpu;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::kernels::layernorm::prepare_layernorm;
+use crate::kernels::matmul::prepare_matmul;
+use crate::kernels::residual_add::prepare_residual_add;
+use crate::kernels::Dispatch;
+use crate::ops::{Activation, AttentionConfig, MatmulShape};
+use crate::tensor::{DType, Tensor};
+use crate::{cpu, reference};
+
+/// The model's shape, `config.json` of the model directory.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct VitConfig {
+    /// Image side in pixels (8).
+    pub image: usize,
+    /// Patch side in pixels (2).
+    pub patch: usize,
+    /// Embed dim E.
+    pub embed: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Feed-forward dim F.
+    pub ff: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Classes (10).
+    pub classes: usize,
+    /// Pixels are divided by this (16: the data set's 0-16 range).
+    pub pixel_scale: f32,
+    /// Pre-norm blocks (the committed model is post-norm).
+    pub pre_norm: bool,
+    /// LayerNorm eps.
+    pub eps: f32,
+}
+
+impl VitConfig {
+    /// Values per patch.
+    pub fn patch_values(&self) -> usize {
+        self.patch * self.patch
+    }
+
+    /// Tokens per image: the class token and one per patch.
+    pub fn tokens(&self) -> usize {
+        let g = self.image / self.patch;
+        g * g + 1
+    }
+
+    fn block(&self) -> BlockConfig {
+        let mut b = BlockConfig::new(self.embed, self.heads, self.ff);
+        b.pre_norm = self.pre_norm;
+        b.eps = self.eps;
+        b.batch_first = true;
+        b
+    }
+}
+
+/// The labelled images: `images[i]` has image² pixel values (0-16), `labels[i]` its class.
+#[derive(Clone, Debug)]
+pub struct Digits {
+    /// Row-major pixels, one Vec per image.
+    pub images: Vec<Vec<f32>>,
+    /// Class of each image.
+    pub labels: Vec<usize>,
+}
+
+impl Digits {
+    /// Reads `digits.csv` (scripts/fetch-digits.sh): per line 64 pixel values and a label.
+    pub fn load(path: &Path) -> Result<Digits> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: p.clone(), source })?;
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let bad = |why: String| Error::File { path: p.clone(), reason: format!("line {}: {why}", i + 1) };
+            let v: Vec<f32> = line
+                .split(',')
+                .map(|s| s.trim().parse::<f32>().map_err(|_| bad(format!("{s:?} is not a number"))))
+                .collect::<Result<_>>()?;
+            if v.len() != 65 {
+                return Err(bad(format!("expected 64 pixels and a label, got {} values", v.len())));
+            }
+            let label = v[64];
+            if !(0.0..10.0).contains(&label) || label.fract() != 0.0 {
+                return Err(bad(format!("label {label} is not a digit")));
+            }
+            images.push(v[..64].to_vec());
+            labels.push(label as usize);
+        }
+        Ok(Digits { images, labels })
+    }
+}
+
+/// The test split's indices into the data set (`split.json` of the model directory).
+pub fn test_split(dir: &Path) -> Result<Vec<usize>> {
+    #[derive(serde::Deserialize)]
+    struct Split {
+        test_indices: Vec<usize>,
+    }
+    let path = dir.join("split.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    let split: Split = serde_json::from_str(&text)
+        .map_err(|e| Error::File { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok(split.test_indices)
+}
+
+/// The GPU half of a classifier: the embedding and head parameters, and a plan per batch size.
+struct GpuParts {
+    gpu: Arc<Gpu>,
+    embed_w: Tensor,
+    embed_b: Tensor,
+    norm: (Tensor, Tensor),
+    head_w: Tensor,
+    head_b: Tensor,
+    plans: Mutex<HashMap<usize, Arc<Plan>>>,
+}
+
+/// Buffers and dispatches of one batch size (`_`-named buffers are only bound, never read).
+struct Plan {
+    tokens: Tensor,
+    _pos: Tensor,
+    _embedded: Tensor,
+    x: Tensor,
+    y: Tensor,
+    _normed: Tensor,
+    logits: Tensor,
+    embed: Dispatch,
+    add_pos: Dispatch,
+    norm: Dispatch,
+    head: Dispatch,
+}
+
+/// A ViT classifier loaded on an [`Engine`].
+pub struct VitClassifier {
+    cfg: VitConfig,
+    /// (E, P + 1): the patch embedding with the class token folded in as a last column.
+    embed_w: Vec<f32>,
+    embed_b: Vec<f32>,
+    /// (tokens, E)
+    pos: Vec<f32>,
+    norm: (Vec<f32>, Vec<f32>),
+    /// (classes, E)
+    head_w: Vec<f32>,
+    head_b: Vec<f32>,
+    weights: StackWeights,
+    stack: Stack,
+    host: HostKernels,
+    gpu: Option<GpuParts>,
+}
+
+impl VitClassifier {
+    /// Loads `dir/config.json` and `dir/model.safetensors` (PyTorch's names: `patch_embed`,
+    /// `cls_token`, `pos_embed`, `blocks.{i}.…`, `norm`, `head`) onto `engine`.
+    pub fn load(dir: &Path, engine: &Engine) -> Result<VitClassifier> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|source| Error::Io { path: cfg_path.display().to_string(), source })?;
+        let cfg: VitConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::File { path: cfg_path.display().to_string(), reason: e.to_string() })?;
+        let file = TensorFile::open(&dir.join("model.safetensors"))?;
+        let (e, p, t, c) = (cfg.embed, cfg.patch_values(), cfg.tokens(), cfg.classes);
+        let get = |name: &str, shape: &[usize]| file.get_shaped(name, shape).map(|h| h.data);
+        let patch_w = get("patch_embed.weight", &[e, p])?;
+        let embed_b = get("patch_embed.bias", &[e])?;
+        let cls = get("cls_token", &[1, 1, e])?;
+        // [W | cls - b]: a token (pixels, 0) embeds as W·pixels + b, the token (0, 1) as cls
+        let mut embed_w = Vec::with_capacity(e * (p + 1));
+        for r in 0..e {
+            embed_w.extend_from_slice(&patch_w[r * p..(r + 1) * p]);
+            embed_w.push(cls[r] - embed_b[r]);
+        }
+        let pos = get("pos_embed", &[1, t, e])?;
+        let norm = (get("norm.weight", &[e])?, get("norm.bias", &[e])?);
+        let (head_w, head_b) = (get("head.weight", &[c, e])?, get("head.bias", &[c])?);
+        let weights = StackWeights::from_file(&file, "blocks.")?;
+        if weights.layers() != cfg.layers || weights.embed != e || weights.ff != cfg.ff {
+            return Err(Error::File {
+                path: file.path().into(),
+                reason: format!(
+                    "blocks are {} x (E {}, F {}) but config.json says {} x (E {e}, F {})",
+                    weights.layers(),
+                    weights.embed,
+                    weights.ff,
+                    cfg.layers,
+                    cfg.ff
+                ),
+            });
+        }
+        let stack = engine.load_stack(weights.clone(), cfg.block())?;
+        let gpu = match engine.gpu() {
+            Some(g) => Some(GpuParts {
+                gpu: g.clone(),
+                embed_w: Tensor::from_f32(g, &[e, p + 1], &embed_w)?,
+                embed_b: Tensor::from_f32(g, &[e], &embed_b)?,
+                norm: (Tensor::from_f32(g, &[e], &norm.0)?, Tensor::from_f32(g, &[e], &norm.1)?),
+                head_w: Tensor::from_f32(g, &[c, e], &head_w)?,
+                head_b: Tensor::from_f32(g, &[c], &head_b)?,
+                plans: Mutex::new(HashMap::new()),
+            }),
+            None => None,
+        };
+        let host = match &stack {
+            Stack::Cpu { kernels, .. } => *kernels,
+            Stack::Gpu(_) => HostKernels::Fast,
+        };
+        Ok(VitClassifier { cfg, embed_w, embed_b, pos, norm, head_w, head_b, weights, stack, host, gpu })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &VitConfig {
+        &self.cfg
+    }
+
+    /// Which path runs, for reports.
+    pub fn describe(&self) -> String {
+        self.stack.describe()
+    }
+
+    /// The (B·tokens, P + 1) token matrix of `images`: the class token first, then each patch
+    /// (row-major grid, pixels row-major inside), pixels divided by `pixel_scale`.
+    pub fn tokens(&self, images: &[&[f32]]) -> Result<Vec<f32>> {
+        let VitConfig { image, patch, pixel_scale, .. } = self.cfg;
+        let (p, g) = (self.cfg.patch_values(), image / patch);
+        let mut out = Vec::with_capacity(images.len() * self.cfg.tokens() * (p + 1));
+        for (i, img) in images.iter().enumerate() {
+            if img.len() != image * image {
+                return Err(Error::InvalidArgument {
+                    op: "vit",
+                    what: format!("image {i} has {} pixels, expected {}", img.len(), image * image),
+                });
+            }
+            out.extend(std::iter::repeat_n(0.0, p));
+            out.push(1.0);
+            for (gr, gc) in (0..g).flat_map(|r| (0..g).map(move |c| (r, c))) {
+                for (dy, dx) in (0..patch).flat_map(|y| (0..patch).map(move |x| (y, x))) {
+                    out.push(img[(gr * patch + dy) * image + gc * patch + dx] / pixel_scale);
+                }
+                out.push(0.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Class logits (B, classes) of `images` (each image² pixel values, 0-16).
+    pub fn logits(&self, images: &[&[f32]]) -> Result<Vec<f32>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens = self.tokens(images)?;
+        let all = match &self.gpu {
+            Some(g) => self.logits_gpu(g, &tokens, images.len())?,
+            None => self.logits_host(self.host, &tokens, images.len()),
+        };
+        // each image's class-token row
+        let (t, c) = (self.cfg.tokens(), self.cfg.classes);
+        Ok((0..images.len()).flat_map(|b| all[b * t * c..b * t * c + c].to_vec()).collect())
+    }
+
+    /// The predicted class of each image.
+    pub fn predict(&self, images: &[&[f32]]) -> Result<Vec<usize>> {
+        Ok(self.logits(images)?.chunks(self.cfg.classes).map(argmax).collect())
+    }
+
+    /// The whole pipeline on the host kernels, logits of every token row (B·tokens, classes).
+    fn logits_host(&self, kernels: HostKernels, tokens: &[f32], batch: usize) -> Vec<f32> {
+        let (e, p, t, c) = (self.cfg.embed, self.cfg.patch_values(), self.cfg.tokens(), self.cfg.classes);
+        let rows = batch * t;
+        let (matmul, layernorm): (MatmulFn, LayernormFn) = match kernels {
+            HostKernels::Fast => (cpu::matmul::matmul, cpu::layernorm::layernorm),
+            HostKernels::Reference => (reference::matmul::matmul, reference::layernorm::layernorm),
+        };
+        let mut x = vec![0.0; rows * e];
+        // (B·T, E) = (B·T, P+1) · (E, P+1)ᵀ
+        matmul(
+            &mut x,
+            tokens,
+            &self.embed_w,
+            Some(&self.embed_b),
+            Activation::None,
+            MatmulShape::linear(rows, e, p + 1),
+        );
+        for (row, v) in x.chunks_mut(e).enumerate() {
+            let pos = &self.pos[(row % t) * e..(row % t + 1) * e];
+            v.iter_mut().zip(pos).for_each(|(a, b)| *a += b);
+        }
+        let y = forward_with(kernels, &self.weights, &self.cfg.block(), &x, t, batch, None);
+        let mut normed = vec![0.0; rows * e];
+        layernorm(&mut normed, &y, None, &self.norm.0, &self.norm.1, rows, e, self.cfg.eps);
+        let mut logits = vec![0.0; rows * c];
+        // (B·T, C) = (B·T, E) · (C, E)ᵀ
+        matmul(
+            &mut logits,
+            &normed,
+            &self.head_w,
+            Some(&self.head_b),
+            Activation::None,
+            MatmulShape::linear(rows, c, e),
+        );
+        logits
+    }
+
+    /// The whole pipeline recorded into one encoder, logits of every token row.
+    fn logits_gpu(&self, g: &GpuParts, tokens: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let plan = self.plan(g, batch)?;
+        let gpu = &*g.gpu;
+        plan.tokens.write(gpu, tokens)?;
+        let stack = self.stack.gpu().expect("a GPU classifier has a GPU stack");
+        let mut enc = gpu.encoder("resformer.vit");
+        plan.embed.record(&mut enc);
+        plan.add_pos.record(&mut enc);
+        stack.record_forward(&mut enc, plan.x.buffer(), None, plan.y.buffer(), self.cfg.tokens(), batch)?;
+        plan.norm.record(&mut enc);
+        plan.head.record(&mut enc);
+        gpu.submit_and_wait(enc)?;
+        plan.logits.read(gpu)
+    }
+
+    fn plan(&self, g: &GpuParts, batch: usize) -> Result<Arc<Plan>> {
+        let mut plans = g.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = plans.get(&batch) {
+            return Ok(p.clone());
+        }
+        let gpu = &*g.gpu;
+        let (e, p, t, c) = (self.cfg.embed, self.cfg.patch_values(), self.cfg.tokens(), self.cfg.classes);
+        let rows = batch * t;
+        let act = |cols: usize| Tensor::empty(gpu, &[rows, cols], DType::F32);
+        let tokens = act(p + 1)?;
+        let pos = Tensor::from_f32(gpu, &[rows, e], &self.pos.repeat(batch))?;
+        let (embedded, x, y, normed, logits) = (act(e)?, act(e)?, act(e)?, act(e)?, act(c)?);
+        let embed = prepare_matmul(gpu, &tokens, &g.embed_w, Some(&g.embed_b), Activation::None, &embedded)?;
+        let add_pos = prepare_residual_add(gpu, &embedded, &pos, &x)?;
+        let norm = prepare_layernorm(gpu, &y, None, &g.norm.0, &g.norm.1, self.cfg.eps, &normed)?;
+        let head = prepare_matmul(gpu, &normed, &g.head_w, Some(&g.head_b), Activation::None, &logits)?;
+        let plan = Arc::new(Plan {
+            tokens,
+            _pos: pos,
+            _embedded: embedded,
+            x,
+            y,
+            _normed: normed,
+            logits,
+            embed,
+            add_pos,
+            norm,
+            head,
+        });
+        plans.insert(batch, plan.clone());
+        Ok(plan)
+    }
+
+    /// The class token's attention over the tokens in block `block`, averaged over heads:
+    /// (tokens) weights, the class token's own first, then each patch in grid order. Computed
+    /// with the reference kernels on the stack's input to that block.
+    pub fn class_attention(&self, image: &[f32], block: usize) -> Result<Vec<f32>> {
+        if block >= self.cfg.layers {
+            return Err(Error::InvalidArgument {
+                op: "vit",
+                what: format!("block {block} of a {}-block model", self.cfg.layers),
+            });
+        }
+        let (e, p, t) = (self.cfg.embed, self.cfg.patch_values(), self.cfg.tokens());
+        let tokens = self.tokens(&[image])?;
+        let mut x = vec![0.0; t * e];
+        let shape = MatmulShape::linear(t, e, p + 1);
+        reference::matmul::matmul(&mut x, &tokens, &self.embed_w, Some(&self.embed_b), Activation::None, shape);
+        x.iter_mut().zip(&self.pos).for_each(|(a, b)| *a += b);
+        let before = StackWeights { blocks: self.weights.blocks[..block].to_vec(), ..self.weights.clone() };
+        let x = forward_with(HostKernels::Reference, &before, &self.cfg.block(), &x, t, 1, None);
+        let b: &BlockWeights = &self.weights.blocks[block];
+        let [in_w, in_b, ..] = b.tensors();
+        let mut qkv = vec![0.0; t * 3 * e];
+        // (T, 3E) = (T, E) · (3E, E)ᵀ
+        reference::matmul::matmul(&mut qkv, &x, in_w, Some(in_b), Activation::None, MatmulShape::linear(t, 3 * e, e));
+        let heads = self.cfg.heads;
+        let att = AttentionConfig { batch: 1, seq: t, heads, head_dim: e / heads, batch_first: true, causal: false };
+        let mut mean = vec![0.0f32; t];
+        for h in 0..heads {
+            let w = reference::attention::attention_weights(&qkv, None, &att, 0, h);
+            mean.iter_mut().zip(&w[..t]).for_each(|(m, &v)| *m += v as f32 / heads as f32);
+        }
+        Ok(mean)
+    }
+}
+
+type MatmulFn = fn(&mut [f32], &[f32], &[f32], Option<&[f32]>, Activation, MatmulShape);
+type LayernormFn = fn(&mut [f32], &[f32], Option<&[f32]>, &[f32], &[f32], usize, usize, f32);
+
+/// Index of the largest value (the first of equals).
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+/// softmax of one row of logits.
+pub fn softmax(v: &[f32]) -> Vec<f32> {
+    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let e: Vec<f32> = v.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}

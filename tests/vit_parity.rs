@@ -1,0 +1,118 @@
+//! The Vision Transformer on the engine against PyTorch on the whole test split of the
+//! handwritten digits: logits within 1e-4 of the float64 reference that
+//! scripts/train_vit_digits.py wrote, identical predictions on the GPU path, the CPU backend
+//! and the reference, and the project's metrics equal to scikit-learn's classification_report.
+//! Needs data/digits/digits.csv (bash scripts/fetch-digits.sh): without it the tests skip, or
+//! fail under RESFORMER_REQUIRE_MODEL=1 (set by scripts/test.sh).
+
+use std::path::{Path, PathBuf};
+
+use resformer::metrics::Report;
+use resformer::model::io::TensorFile;
+use resformer::model::vit::{test_split, Digits, VitClassifier};
+use resformer::model::Backend;
+use resformer::testing::{assert_close, shared_gpu, Tol};
+use resformer::{Engine, EngineOptions};
+
+/// PyTorch computed the logits in f64; f32 kernels through 4 blocks stay well within this.
+const LOGITS_TOL: Tol = Tol { atol: 1e-4, rtol: 0.0 };
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn digits() -> Option<Digits> {
+    let path: PathBuf = root().join("data/digits/digits.csv");
+    if path.exists() {
+        return Some(Digits::load(&path).unwrap());
+    }
+    if std::env::var("RESFORMER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!("RESFORMER_REQUIRE_MODEL=1 but {} is missing: run bash scripts/fetch-digits.sh", path.display());
+    }
+    eprintln!("skipping the ViT test: {} is missing (bash scripts/fetch-digits.sh)", path.display());
+    None
+}
+
+struct Expected {
+    indices: Vec<usize>,
+    labels: Vec<usize>,
+    logits: Vec<f32>,
+    predictions: Vec<usize>,
+    file: TensorFile,
+}
+
+fn expected() -> Expected {
+    let file = TensorFile::open(&root().join("tests/fixtures/vit_digits/expected.safetensors")).unwrap();
+    let ints = |name: &str| file.get(name).unwrap().data.iter().map(|&v| v as usize).collect::<Vec<_>>();
+    Expected {
+        indices: ints("test_indices"),
+        labels: ints("labels"),
+        logits: file.get("logits").unwrap().data,
+        predictions: ints("predictions"),
+        file,
+    }
+}
+
+fn engines() -> Vec<Engine> {
+    let mut v: Vec<Engine> = [Backend::Cpu, Backend::Reference]
+        .into_iter()
+        .map(|backend| Engine::new_blocking(EngineOptions { backend, ..Default::default() }).unwrap())
+        .collect();
+    if let Some(gpu) = shared_gpu() {
+        v.push(Engine::from_gpu(gpu.clone()));
+    }
+    v
+}
+
+#[test]
+fn vit_logits_and_predictions_match_pytorch_on_the_whole_test_split() {
+    let Some(digits) = digits() else { return };
+    let dir = root().join("assets/vit-digits");
+    let want = expected();
+    let split = test_split(&dir).unwrap();
+    assert_eq!(split, want.indices, "split.json and the fixture name the same test images");
+    let images: Vec<&[f32]> = split.iter().map(|&i| &digits.images[i][..]).collect();
+    let labels: Vec<usize> = split.iter().map(|&i| digits.labels[i]).collect();
+    assert_eq!(labels, want.labels, "the data set's labels are the ones the model was scored on");
+    for engine in engines() {
+        let model = VitClassifier::load(&dir, &engine).unwrap();
+        let logits = model.logits(&images).unwrap();
+        assert_close(&format!("vit logits on {}", engine.choice()), &logits, &want.logits, LOGITS_TOL);
+        let predicted = model.predict(&images).unwrap();
+        assert_eq!(predicted, want.predictions, "predictions on {}", engine.choice());
+    }
+}
+
+#[test]
+fn the_metrics_agree_with_scikit_learns_classification_report() {
+    let want = expected();
+    // the fixture's own predictions: the report is a function of them, whatever the model
+    let r = Report::new(&want.labels, &want.predictions, 10);
+    let get = |name: &str| want.file.get(name).unwrap().data;
+    let close = |what: &str, got: &[f64], exp: &[f32]| {
+        assert_eq!(got.len(), exp.len(), "{what}");
+        for (g, e) in got.iter().zip(exp) {
+            assert!((g - *e as f64).abs() < 1e-6, "{what}: {got:?} vs scikit-learn {exp:?}");
+        }
+    };
+    close("precision", &r.precision, &get("precision"));
+    close("recall", &r.recall, &get("recall"));
+    close("f1", &r.f1, &get("f1"));
+    close("support", &r.support.iter().map(|&s| s as f64).collect::<Vec<_>>(), &get("support"));
+    close("macro avg", &r.macro_avg, &get("macro"));
+    close("weighted avg", &r.weighted_avg, &get("weighted"));
+    close("accuracy", &[r.accuracy], &get("accuracy"));
+    let confusion: Vec<f64> = r.confusion.iter().flatten().map(|&v| v as f64).collect();
+    close("confusion matrix", &confusion, &get("confusion"));
+}
+
+#[test]
+fn a_bad_image_or_model_directory_is_an_error_not_a_panic() {
+    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
+    let model = VitClassifier::load(&root().join("assets/vit-digits"), &engine).unwrap();
+    let e = model.logits(&[&[0.0; 63]]).unwrap_err().to_string();
+    assert!(e.contains("63 pixels"), "{e}");
+    let e = VitClassifier::load(Path::new("/nonexistent"), &engine).err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/config.json"), "{e}");
+    assert!(model.class_attention(&[0.0; 64], 99).is_err());
+}
