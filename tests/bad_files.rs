@@ -240,7 +240,7 @@ fn cli_help_and_version_come_from_the_definitions() {
     assert_eq!((code, out.trim()), (0, concat!("resformer ", env!("CARGO_PKG_VERSION"))));
     let (code, out, _) = cli(&["--help"]);
     assert_eq!(code, 0);
-    for cmd in ["run", "attention", "embed", "bench", "tune", "parity", "devices"] {
+    for cmd in ["run", "attention", "embed", "classify", "bench", "tune", "parity", "devices"] {
         assert!(out.contains(&format!("  {cmd} ")), "--help lists {cmd}: {out}");
     }
     let (code, out, _) = cli(&["run", "--help"]);
