@@ -199,13 +199,18 @@ pub struct Gpu {
     stats: Mutex<PipelineStats>,
     /// Values the layers above compute once per device (see [`Gpu::memo`]).
     memos: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    /// The cooperative-matrix shapes and types the adapter supports (empty without the feature).
+    coop: Vec<wgpu::CooperativeMatrixProperties>,
 }
 
-/// Optional features resformer uses when the adapter has them.
+/// Optional features resformer uses when the adapter has them. Cooperative matrices are
+/// experimental in wgpu 30: requested with `ExperimentalFeatures::enabled()`, and a kernel using
+/// them must pass a self-test on the device before it may run (`kernels::matmul`).
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::SHADER_F16)
     .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::PIPELINE_CACHE);
+    .union(wgpu::Features::PIPELINE_CACHE)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
 impl Gpu {
     /// Chooses an adapter (see the module docs) and opens a device with the
@@ -237,6 +242,12 @@ impl Gpu {
                 label: Some("resformer"),
                 required_features: features,
                 required_limits: limits.clone(),
+                // SAFETY: the only experimental feature requested is cooperative matrices, used
+                // only by shapes the adapter lists and only after a self-test on this device
+                experimental_features: match features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                    true => unsafe { wgpu::ExperimentalFeatures::enabled() },
+                    false => wgpu::ExperimentalFeatures::disabled(),
+                },
                 ..Default::default()
             })
             .await
@@ -246,6 +257,10 @@ impl Gpu {
             false => None,
         };
         let mut gpu = Self::from_parts(device, queue, summary, features);
+        gpu.coop = match features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            true => adapter.cooperative_matrix_properties(),
+            false => Vec::new(),
+        };
         gpu.stats.get_mut().unwrap_or_else(|p| p.into_inner()).cache_from_disk = cache.as_ref().map(|c| c.from_disk);
         gpu.pipeline_cache = cache;
         Ok(gpu)
@@ -285,10 +300,17 @@ impl Gpu {
     /// A value of type `T` computed once per device: `init` runs on the first call, every later
     /// call returns the same value. How the kernels keep their variant choice (environment
     /// overrides read once, not at every dispatch) without this layer knowing their types.
+    /// `init` runs outside the lock (it may use other memos); if two threads race, the first
+    /// value stored wins and both get it.
     pub(crate) fn memo<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
-        let mut memos = self.memos.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = memos.entry(TypeId::of::<T>()).or_insert_with(|| Arc::new(init()));
-        entry.clone().downcast::<T>().expect("memos are keyed by their type")
+        let key = TypeId::of::<T>();
+        let lock = || self.memos.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = lock().get(&key) {
+            return v.clone().downcast::<T>().expect("memos are keyed by their type");
+        }
+        let fresh: Arc<dyn Any + Send + Sync> = Arc::new(init());
+        let stored = lock().entry(key).or_insert(fresh).clone();
+        stored.downcast::<T>().expect("memos are keyed by their type")
     }
 
     /// Pipelines compiled so far, their cost, and the pipeline cache's state.
@@ -339,6 +361,7 @@ impl Gpu {
             pipeline_cache: None,
             stats: Mutex::new(PipelineStats::default()),
             memos: Mutex::new(HashMap::new()),
+            coop: Vec::new(),
         }
     }
 
@@ -350,6 +373,12 @@ impl Gpu {
     /// The limits the device was created with.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// The cooperative-matrix configurations the adapter lists (using another is undefined
+    /// behaviour); empty when the device has no cooperative matrices.
+    pub fn cooperative_matrices(&self) -> &[wgpu::CooperativeMatrixProperties] {
+        &self.coop
     }
 
     /// The optional features enabled on the device.

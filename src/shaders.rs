@@ -57,6 +57,12 @@ pub enum Shader {
     },
     /// The matmul for 8-wide subgroups without workgroup memory (lavapipe).
     MatmulSubgroup8,
+    /// shaders/matmul_coop.wgsl: the split-f16 matmul on cooperative matrices, for subgroups of
+    /// exactly `sg` lanes.
+    MatmulCoop {
+        /// The adapter's subgroup width.
+        sg: u32,
+    },
     /// shaders/attention_tiled.wgsl.
     AttentionTiled,
     /// The attention for 8-wide subgroups without workgroup memory (lavapipe).
@@ -84,7 +90,8 @@ impl Shader {
     pub fn all() -> Vec<Shader> {
         let tiles = MatmulTile::FAMILY.iter().flat_map(|&tile| [false, true].map(|vec4| Shader::Matmul { tile, vec4 }));
         let flash = [32, 64, 128].map(|dmax| Shader::AttentionFlash { dmax });
-        tiles.chain(flash).chain(Self::FIXED).collect()
+        let coop = [32, 64].map(|sg| Shader::MatmulCoop { sg });
+        tiles.chain(flash).chain(coop).chain(Self::FIXED).collect()
     }
 
     /// The shaders written by hand in shaders/.
@@ -104,6 +111,7 @@ impl Shader {
         match self {
             Shader::Matmul { .. } => "matmul",
             Shader::MatmulSubgroup8 => "matmul_subgroup8",
+            Shader::MatmulCoop { .. } => "matmul_coop",
             Shader::AttentionTiled => "attention_tiled",
             Shader::AttentionSubgroup8 => "attention_subgroup8",
             Shader::AttentionFlash { .. } => "attention_flash",
@@ -128,6 +136,11 @@ impl Shader {
                 c.extend(act);
                 (c, "")
             }
+            Shader::MatmulCoop { sg } => {
+                let mut c = vec![("SG", u(sg))];
+                c.extend(act);
+                (c, "")
+            }
             Shader::AttentionTiled => {
                 let c =
                     vec![("BQ", u(ATTENTION_QUERIES)), ("BK", u(ATTENTION_KEYS)), ("DMAX", u(MAX_HEAD_DIM)), neg_big];
@@ -144,7 +157,12 @@ impl Shader {
             Shader::LayernormRows => (vec![("WG", u(LAYERNORM_WG)), ("CACHE4", u(LAYERNORM_ROWS_CACHE4))], "vec4<f32>"),
             Shader::ResidualAdd { vec4 } => (vec![("WG", u(RESIDUAL_ADD_WG))], if vec4 { "vec4<f32>" } else { "f32" }),
         };
-        let mut out = format!("// prepended by src/shaders.rs (Shader::prelude) for {self:?}\n");
+        // directives come before every declaration
+        let directives = match self {
+            Shader::MatmulCoop { .. } => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            _ => "",
+        };
+        let mut out = format!("{directives}// prepended by src/shaders.rs (Shader::prelude) for {self:?}\n");
         for (name, value) in consts {
             let ty = if value.ends_with('u') { "u32" } else { "f32" };
             out += &format!("const {name}: {ty} = {value};\n");
@@ -163,6 +181,9 @@ impl Shader {
             Shader::MatmulSubgroup8 => {
                 concat!(include_str!("../shaders/matmul_subgroup8.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
                     .into()
+            }
+            Shader::MatmulCoop { .. } => {
+                concat!(include_str!("../shaders/matmul_coop.wgsl"), include_str!("../shaders/matmul_io.wgsl")).into()
             }
             Shader::AttentionFlash { .. } => {
                 concat!(include_str!("../shaders/attention_flash.wgsl"), include_str!("../shaders/attention_io.wgsl"))
@@ -213,7 +234,8 @@ mod tests {
         let src = shader.source();
         let module =
             naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&src)));
-        let info = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
+        let caps = Capabilities::SUBGROUP | Capabilities::COOPERATIVE_MATRIX | Capabilities::SHADER_FLOAT16;
+        let info = Validator::new(ValidationFlags::all(), caps)
             .validate(&module)
             .unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&src)));
         (module, info)
@@ -234,6 +256,10 @@ mod tests {
             let words = spv::write_vec(&module, &info, &spv::Options::default(), None)
                 .unwrap_or_else(|e| panic!("{} -> SPIR-V: {e}", s.name()));
             assert_eq!(words[0], 0x0723_0203, "{}: not a SPIR-V module", s.name());
+            if let Shader::MatmulCoop { .. } = s {
+                // OpCooperativeMatrixMulAddKHR (4459): the tensor-core product is really there
+                assert!(words.iter().any(|w| w & 0xffff == 4459), "{s:?}: no cooperative multiply-add in SPIR-V");
+            }
         }
     }
 
@@ -241,16 +267,22 @@ mod tests {
     fn every_shader_translates_to_msl() {
         for s in Shader::all() {
             let (module, info) = validated(s);
-            let (src, _) =
-                msl::write_string(&module, &info, &msl::Options::default(), &msl::PipelineOptions::default())
-                    .unwrap_or_else(|e| panic!("{} -> MSL: {e}", s.name()));
+            // cooperative matrices need MSL 2.3 (simdgroup matrices)
+            let options = match s {
+                Shader::MatmulCoop { .. } => msl::Options { lang_version: (2, 3), ..Default::default() },
+                _ => msl::Options::default(),
+            };
+            let (src, _) = msl::write_string(&module, &info, &options, &msl::PipelineOptions::default())
+                .unwrap_or_else(|e| panic!("{} -> MSL: {e}", s.name()));
             assert!(src.contains("kernel void"), "{}: no kernel in MSL", s.name());
         }
     }
 
     #[test]
     fn every_shader_translates_to_hlsl() {
-        for s in Shader::all() {
+        // naga 30 writes no HLSL for cooperative matrices (and wgpu's DX12 offers none): the
+        // split-f16 kernel is for Vulkan and Metal only
+        for s in Shader::all().into_iter().filter(|s| !matches!(s, Shader::MatmulCoop { .. })) {
             let (module, info) = validated(s);
             let mut src = String::new();
             let options = hlsl::Options::default();

@@ -1,4 +1,6 @@
-//! Autotuning: which [`MatmulTile`] runs a given matmul shape on this adapter.
+//! Autotuning: which matmul runs a given shape on this adapter: a [`MatmulTile`] of the
+//! register-tiled family, or the split-f16 cooperative-matrix kernel where it passed its
+//! self-test ([`crate::kernels::matmul::coop_status`]).
 //!
 //! No single tile wins every size (on an H200, 128x64x16/8x4 led at 1024³ and
 //! 128x128x8/8x8 at 4096³), and a GPU nobody here has measured must still end
@@ -104,20 +106,26 @@ pub type Shape = (usize, usize, usize);
 /// One candidate's measurement.
 #[derive(Clone, Debug)]
 pub struct TuneRow {
-    /// The configuration.
-    pub tile: MatmulTile,
+    /// The candidate.
+    pub variant: MatmulVariant,
     /// Median GPU time of one matmul, ms.
     pub ms: f64,
     /// 2·M·N·K / time.
     pub gflops: f64,
 }
 
-/// Times every tile of `tiles` that `gpu` can run on one seeded (M, N, K) product with
+/// What the tuner may choose on `gpu`: every family tile it can run, and the cooperative
+/// kernel where it passed its self-test.
+pub fn candidates(gpu: &Gpu) -> Vec<MatmulVariant> {
+    MatmulVariant::available(gpu).into_iter().filter(|v| !matches!(v, MatmulVariant::Subgroup8)).collect()
+}
+
+/// Times every one of `variants` that `gpu` can run on one seeded (M, N, K) product with
 /// bias; fastest first. `runs` timed repetitions each, after a warm-up.
 pub fn measure_matmul(
     gpu: &Gpu,
     (m, n, k): (usize, usize, usize),
-    tiles: &[MatmulTile],
+    variants: &[MatmulVariant],
     runs: usize,
 ) -> Result<Vec<TuneRow>> {
     let mut rng = Rng::new(0x7e57);
@@ -127,29 +135,30 @@ pub fn measure_matmul(
     let out = Tensor::empty(gpu, &[m, n], DType::F32)?;
     let available = MatmulVariant::available(gpu);
     let mut rows = Vec::new();
-    for &tile in tiles {
-        if !available.contains(&MatmulVariant::Tiled(tile)) {
+    for &variant in variants {
+        if !available.contains(&variant) {
             continue;
         }
-        let d = prepare_matmul_variant(gpu, MatmulVariant::Tiled(tile), &x, &w, Some(&b), Activation::None, &out)?;
+        let d = prepare_matmul_variant(gpu, variant, &x, &w, Some(&b), Activation::None, &out)?;
         let (times, _) = time_gpu(gpu, std::slice::from_ref(&d), runs.max(1))?;
         let ms = median(&times);
-        rows.push(TuneRow { tile, ms, gflops: 2.0 * (m * n * k) as f64 / (ms.max(1e-9) * 1e6) });
+        rows.push(TuneRow { variant, ms, gflops: 2.0 * (m * n * k) as f64 / (ms.max(1e-9) * 1e6) });
     }
     rows.sort_by(|a, b| a.ms.total_cmp(&b.ms));
     Ok(rows)
 }
 
 /// Choices made or read in this process, per device key and class.
-static CHOICES: Mutex<Option<HashMap<String, HashMap<String, MatmulTile>>>> = Mutex::new(None);
+static CHOICES: Mutex<Option<HashMap<String, HashMap<String, MatmulVariant>>>> = Mutex::new(None);
 
-/// The tile `prepare_matmul` uses for an (M, N, K) product on `gpu`: the cached choice of its
+/// The variant `prepare_matmul` uses for an (M, N, K) product on `gpu`: the cached choice of its
 /// class; else, when this adapter tunes ([`TuneMode`]), the fastest candidate measured now
 /// (and cached); else [`MatmulTile::DEFAULT`]. A failed measurement falls back to the default.
-pub fn matmul_tile(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulTile {
+pub fn matmul_variant(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulVariant {
+    let default = MatmulVariant::Tiled(MatmulTile::DEFAULT);
     let mode = TuneMode::from_env();
     if mode == TuneMode::Off {
-        return MatmulTile::DEFAULT;
+        return default;
     }
     let (key, class) = (device_key(gpu), matmul_class(m, n, k));
     let mut guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,16 +167,17 @@ pub fn matmul_tile(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulTile {
         return *t;
     }
     if !mode.tunes(gpu) {
-        return MatmulTile::DEFAULT;
+        return default;
     }
     let started = std::time::Instant::now();
-    let tile = match measure_matmul(gpu, (m, n, k), &MatmulTile::FAMILY, 5) {
-        Ok(rows) if !rows.is_empty() => rows[0].tile,
-        _ => MatmulTile::DEFAULT,
+    let tile = match measure_matmul(gpu, (m, n, k), &candidates(gpu), 5) {
+        Ok(rows) if !rows.is_empty() => rows[0].variant,
+        _ => default,
     };
     eprintln!(
-        "resformer: tuned {class} on {}: {tile} ({:.0} ms; cached, RESFORMER_TUNE=off skips)",
+        "resformer: tuned {class} on {}: {} ({:.0} ms; cached, RESFORMER_TUNE=off skips)",
         gpu.adapter().name,
+        tile.name(),
         started.elapsed().as_secs_f64() * 1e3
     );
     choices.entry(key.clone()).or_default().insert(class.clone(), tile);
@@ -182,13 +192,18 @@ pub fn matmul_tile(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulTile {
 }
 
 /// Reads every valid choice of the cache file at `path`.
-fn load_choices(path: Option<PathBuf>) -> HashMap<String, HashMap<String, MatmulTile>> {
+fn load_choices(path: Option<PathBuf>) -> HashMap<String, HashMap<String, MatmulVariant>> {
     let Some(path) = path else { return HashMap::new() };
     TuneCache::load(&path)
         .devices
         .into_iter()
         .map(|(dev, classes)| {
-            let tiles = classes.into_iter().filter_map(|(c, t)| MatmulTile::parse(&t).map(|t| (c, t))).collect();
+            let tiles = classes
+                .into_iter()
+                .filter_map(|(c, t)| {
+                    MatmulVariant::parse(&t).filter(|v| *v != MatmulVariant::Subgroup8).map(|v| (c, v))
+                })
+                .collect();
             (dev, tiles)
         })
         .collect()
@@ -207,13 +222,13 @@ pub fn tune(gpu: &Gpu, shapes: &[(usize, usize, usize)], runs: usize) -> Result<
     let mut file = path.as_deref().map(TuneCache::load).unwrap_or_default();
     let mut out = Vec::new();
     for &shape in shapes {
-        let rows = measure_matmul(gpu, shape, &MatmulTile::FAMILY, runs)?;
+        let rows = measure_matmul(gpu, shape, &candidates(gpu), runs)?;
         if let Some(best) = rows.first() {
             let class = matmul_class(shape.0, shape.1, shape.2);
-            file.devices.entry(key.clone()).or_default().insert(class.clone(), best.tile.name());
+            file.devices.entry(key.clone()).or_default().insert(class.clone(), best.variant.name());
             let mut guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
             let choices = guard.get_or_insert_with(|| load_choices(path.clone()));
-            choices.entry(key.clone()).or_default().insert(class, best.tile);
+            choices.entry(key.clone()).or_default().insert(class, best.variant);
         }
         out.push((shape, rows));
     }
@@ -244,7 +259,7 @@ mod tests {
         c.save(&path).unwrap();
         assert_eq!(TuneCache::load(&path), c);
         let read = load_choices(Some(path.clone()));
-        assert_eq!(read["dev"]["matmul m8n8k8"], MatmulTile::FAMILY[0]);
+        assert_eq!(read["dev"]["matmul m8n8k8"], MatmulVariant::Tiled(MatmulTile::FAMILY[0]));
         std::fs::write(&path, "{ not json").unwrap();
         assert_eq!(TuneCache::load(&path), TuneCache::default());
         // an unknown tile name in the file is ignored, never run
@@ -257,8 +272,8 @@ mod tests {
     fn measuring_ranks_every_available_candidate_fastest_first() {
         // the tuner's timing path, on whatever adapter the tests have (lavapipe in CI)
         let Some(gpu) = shared_gpu() else { return };
-        let rows = measure_matmul(gpu, (33, 40, 20), &MatmulTile::FAMILY, 1).unwrap();
-        let expected = MatmulVariant::available(gpu).iter().filter(|v| matches!(v, MatmulVariant::Tiled(_))).count();
+        let rows = measure_matmul(gpu, (33, 40, 20), &candidates(gpu), 1).unwrap();
+        let expected = candidates(gpu).len();
         assert_eq!(rows.len(), expected);
         assert!(rows.windows(2).all(|w| w[0].ms <= w[1].ms));
         assert!(rows.iter().all(|r| r.ms > 0.0 && r.gflops.is_finite()));

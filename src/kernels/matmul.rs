@@ -22,14 +22,130 @@ use crate::tensor::{DType, Tensor};
 const OP: &str = "matmul";
 
 /// Which matmul shader runs: one configuration of the generated register-tiled family
-/// (src/shaders/matmul_tile.rs; workgroup-memory tiles, the GPU kernel), or
-/// shaders/matmul_subgroup8.wgsl (no workgroup memory, x shared by subgroup broadcasts: lavapipe).
+/// (src/shaders/matmul_tile.rs; workgroup-memory tiles, the GPU kernel),
+/// shaders/matmul_subgroup8.wgsl (no workgroup memory, x shared by subgroup broadcasts: lavapipe),
+/// or shaders/matmul_coop.wgsl (split-f16 on cooperative matrices, after a self-test).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
     /// The tiled family, in this configuration.
     Tiled(MatmulTile),
     /// The 8-wide-subgroup kernel.
     Subgroup8,
+    /// The split-f16 cooperative-matrix kernel: only where [`coop_status`] passed.
+    Coop,
+}
+
+/// Whether the split-f16 cooperative-matrix matmul may run on a device, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CoopStatus {
+    /// The device cannot run it (the reason).
+    Unavailable(String),
+    /// `RESFORMER_COOP=off`.
+    Disabled,
+    /// It ran and gave a wrong answer on the self-test (the first error): never used.
+    Failed(String),
+    /// It matched the reference on the self-test (the largest error relative to the tolerance).
+    Passed(f32),
+}
+
+impl CoopStatus {
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            CoopStatus::Unavailable(why) => format!("split-f16 cooperative-matrix matmul unavailable: {why}"),
+            CoopStatus::Disabled => "split-f16 cooperative-matrix matmul off (RESFORMER_COOP=off)".into(),
+            CoopStatus::Failed(why) => {
+                format!("split-f16 cooperative-matrix matmul failed its self-test, not used: {why}")
+            }
+            CoopStatus::Passed(r) => {
+                format!(
+                    "split-f16 cooperative-matrix matmul passed its self-test (worst error {r:.2} of the tolerance)"
+                )
+            }
+        }
+    }
+}
+
+/// Workgroup memory of shaders/matmul_coop.wgsl: four 64 x 40 f16 slabs and 4 x 2 staged f32 tiles.
+const COOP_WORKGROUP_BYTES: u64 = 4 * 64 * 40 * 2 + 8 * 256 * 4;
+
+/// The subgroup width the cooperative kernel would be built for, or why it cannot run here.
+fn coop_support(gpu: &Gpu) -> std::result::Result<u32, String> {
+    let f = gpu.features();
+    if !f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return Err("the adapter has no cooperative matrices (EXPERIMENTAL_COOPERATIVE_MATRIX)".into());
+    }
+    if !f.contains(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP) {
+        return Err("the adapter lacks shader f16 or subgroups".into());
+    }
+    let listed = gpu.cooperative_matrices().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    if !listed {
+        return Err("the adapter lists no f16 x f16 -> f32 16x16x16 configuration".into());
+    }
+    let (lo, hi) = gpu.adapter().subgroup_sizes;
+    if lo != hi || lo == 0 {
+        return Err(format!("subgroups of {lo}..{hi} lanes: the kernel needs one fixed width"));
+    }
+    let l = gpu.limits();
+    if 4 * lo > l.max_compute_invocations_per_workgroup
+        || COOP_WORKGROUP_BYTES > l.max_compute_workgroup_storage_size as u64
+    {
+        return Err("the workgroup limits are too small for it".into());
+    }
+    Ok(lo)
+}
+
+/// Whether the split-f16 kernel may run on `gpu`: decided once per device. Unless
+/// `RESFORMER_COOP=off`, a device that can run it first runs a seeded ragged problem (batched,
+/// bias, GELU) and compares with the CPU reference; only a device that passes uses it.
+pub fn coop_status(gpu: &Gpu) -> CoopStatus {
+    /// The status, once per device.
+    struct Status(CoopStatus);
+    gpu.memo(|| {
+        Status(match coop_support(gpu) {
+            Err(why) => CoopStatus::Unavailable(why),
+            Ok(_) if std::env::var("RESFORMER_COOP").is_ok_and(|v| v == "off") => CoopStatus::Disabled,
+            Ok(_) => coop_self_test(gpu).unwrap_or_else(|e| CoopStatus::Failed(e.to_string())),
+        })
+    })
+    .0
+    .clone()
+}
+
+/// The self-test: one seeded problem with ragged M, N, K, two batch elements, bias and GELU.
+fn coop_self_test(gpu: &Gpu) -> Result<CoopStatus> {
+    let (batch, m, n, k) = (2, 70, 65, 100);
+    let mut rng = crate::rng::Rng::new(0xc00b);
+    let (xd, wd, bd) = (rng.vec(batch * m * k, -1.0, 1.0), rng.vec(n * k, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+    let x = Tensor::from_f32(gpu, &[batch, m, k], &xd)?;
+    let w = Tensor::from_f32(gpu, &[n, k], &wd)?;
+    let b = Tensor::from_f32(gpu, &[n], &bd)?;
+    let out = Tensor::empty(gpu, &[batch, m, n], DType::F32)?;
+    out.poison(gpu)?;
+    let mut enc = gpu.encoder("resformer.coop_self_test");
+    prepare_checked(gpu, MatmulVariant::Coop, &x, &w, Some(&b), Activation::Gelu, &out)?.record(&mut enc);
+    gpu.submit_and_wait(enc)?;
+    let got = out.read(gpu)?;
+    let mut want = vec![0.0; batch * m * n];
+    let shape = MatmulShape { batch, m, n, k, w_batched: false };
+    crate::reference::matmul::matmul(&mut want, &xd, &wd, Some(&bd), Activation::Gelu, shape);
+    // the SIMT kernels' tolerance: the split keeps f32 accuracy, so it must meet it too
+    let tol = crate::testing::Tol { atol: 2e-5 * (k as f32).sqrt(), rtol: 1e-4 };
+    let d = crate::testing::compare(&got, &want, tol);
+    if d.bad > 0 {
+        return Ok(CoopStatus::Failed(format!(
+            "{} of {} values off, largest error {:.3e} at {}",
+            d.bad,
+            got.len(),
+            d.max_abs,
+            d.worst
+        )));
+    }
+    Ok(CoopStatus::Passed(d.max_abs / tol.atol))
 }
 
 impl MatmulVariant {
@@ -51,21 +167,36 @@ impl MatmulVariant {
         if super::has_subgroup8(gpu) {
             v.push(MatmulVariant::Subgroup8);
         }
+        if matches!(coop_status(gpu), CoopStatus::Passed(_)) {
+            v.push(MatmulVariant::Coop);
+        }
         v
+    }
+
+    /// Short name for tables, caches and `RESFORMER_MATMUL`: a tile name, `subgroup8` or `coop`.
+    pub fn name(&self) -> String {
+        match self {
+            MatmulVariant::Tiled(t) => t.name(),
+            MatmulVariant::Subgroup8 => "subgroup8".into(),
+            MatmulVariant::Coop => "coop".into(),
+        }
     }
 
     /// Parses `RESFORMER_MATMUL`'s values: `subgroup8`, `tiled` (the default tile) or a tile name.
     pub fn parse(s: &str) -> Option<MatmulVariant> {
         match s {
             "subgroup8" => Some(MatmulVariant::Subgroup8),
+            "coop" => Some(MatmulVariant::Coop),
             "tiled" => Some(MatmulVariant::Tiled(MatmulTile::DEFAULT)),
             _ => MatmulTile::parse(s).map(MatmulVariant::Tiled),
         }
     }
 
     /// The variant [`prepare_matmul`] runs for an (M, N, K) product: `RESFORMER_MATMUL` when set
-    /// and available; else the subgroup kernel on software adapters that can run it; else the
-    /// tile the tuner chose for this shape class ([`crate::tune`]).
+    /// and available; else the cooperative kernel under `RESFORMER_COOP=on` where it passed its
+    /// self-test; else the subgroup kernel on software adapters that can run it; else what the
+    /// tuner chose for this shape class ([`crate::tune`]: a tile, or the cooperative kernel when
+    /// it passed and measured faster).
     /// The override and the subgroup-8 choice are made once per device.
     pub fn for_shape(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulVariant {
         /// The variant every shape gets on this device, if one does.
@@ -73,23 +204,29 @@ impl MatmulVariant {
         let fixed = gpu.memo(|| {
             let available = Self::available(gpu);
             let forced = std::env::var("RESFORMER_MATMUL").ok().as_deref().and_then(Self::parse);
+            let coop_on = std::env::var("RESFORMER_COOP").is_ok_and(|v| v == "on");
             Fixed(match forced {
                 Some(v) if available.contains(&v) => Some(v),
+                // RESFORMER_COOP=on: the cooperative kernel for every shape, once it passed its self-test
+                _ if coop_on && available.contains(&MatmulVariant::Coop) => Some(MatmulVariant::Coop),
                 _ if gpu.adapter().is_software() && available.contains(&MatmulVariant::Subgroup8) => {
                     Some(MatmulVariant::Subgroup8)
                 }
                 _ => None,
             })
         });
-        fixed.0.unwrap_or_else(|| MatmulVariant::Tiled(crate::tune::matmul_tile(gpu, m, n, k)))
+        fixed.0.unwrap_or_else(|| crate::tune::matmul_variant(gpu, m, n, k))
     }
 
     /// (shader, output rows per workgroup, output columns per workgroup, workgroup memory bytes)
-    fn shader(self, k: usize) -> (Shader, usize, usize, u64) {
+    fn shader(self, gpu: &Gpu, k: usize) -> (Shader, usize, usize, u64) {
         match self {
             MatmulVariant::Tiled(tile) => {
                 let shader = Shader::Matmul { tile, vec4: k.is_multiple_of(4) };
                 (shader, tile.bm as usize, tile.bn as usize, tile.workgroup_bytes())
+            }
+            MatmulVariant::Coop => {
+                (Shader::MatmulCoop { sg: gpu.adapter().subgroup_sizes.0 }, 64, 64, COOP_WORKGROUP_BYTES)
             }
             MatmulVariant::Subgroup8 => {
                 use crate::shaders::consts::{MATMUL_SG8_COLS_PER_LANE, MATMUL_SG8_ROWS, SUBGROUP8};
@@ -154,12 +291,26 @@ pub fn prepare_matmul_variant(
             what: format!("variant {variant:?} is not available on this device"),
         });
     }
+    prepare_checked(gpu, variant, x, w, bias, act, out)
+}
+
+/// [`prepare_matmul_variant`] after the availability check (the cooperative self-test calls it
+/// before the variant is available).
+fn prepare_checked(
+    gpu: &Gpu,
+    variant: MatmulVariant,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    out: &Tensor,
+) -> Result<Dispatch> {
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
     check_operand(gpu, OP, "out", out, &[2, 3], DType::F32)?;
     let (batch, m, k) = batch_rows_cols(x.shape());
     let (wb, n, wk) = batch_rows_cols(w.shape());
-    let (shader, tile_m, tile_n, workgroup_bytes) = variant.shader(k);
+    let (shader, tile_m, tile_n, workgroup_bytes) = variant.shader(gpu, k);
     super::check_workgroup_memory(gpu, OP, x.shape(), workgroup_bytes)?;
     let w_batched = w.shape().len() == 3;
     if wk != k || (w_batched && wb != batch) {
@@ -302,12 +453,43 @@ mod tests {
     }
 
     #[test]
+    fn matmul_coop_runs_only_where_its_self_test_passed_and_says_why_elsewhere() {
+        let Some(gpu) = shared_gpu() else { return };
+        let status = coop_status(gpu);
+        if gpu.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            // a device with tensor cores: the kernel must be right on it, or be refused by name
+            assert!(!matches!(status, CoopStatus::Failed(_)), "{}", status.describe());
+            return;
+        }
+        // lavapipe and the like: the fallback, with its reason
+        assert!(matches!(&status, CoopStatus::Unavailable(why) if why.contains("cooperative")), "{status:?}");
+        assert!(status.describe().starts_with("split-f16 cooperative-matrix matmul unavailable"));
+        assert!(!MatmulVariant::available(gpu).contains(&MatmulVariant::Coop));
+        assert!(!crate::tune::candidates(gpu).contains(&MatmulVariant::Coop));
+        let t = |s: &[usize]| Tensor::empty(gpu, s, DType::F32).unwrap();
+        let e = prepare_matmul_variant(
+            gpu,
+            MatmulVariant::Coop,
+            &t(&[4, 8]),
+            &t(&[5, 8]),
+            None,
+            Activation::None,
+            &t(&[4, 5]),
+        );
+        assert!(matches!(e, Err(Error::InvalidArgument { op: "matmul", .. })));
+        // and the matmul the engine picks still runs
+        let mut rng = Rng::new(12);
+        run_case(gpu, MatmulVariant::for_shape(gpu, 9, 10, 11), &mut rng, 1, 9, 10, 11, false, true, Activation::Relu);
+    }
+
+    #[test]
     fn matmul_params_match_wgsl_layout() {
         for tile in MatmulTile::FAMILY {
             for vec4 in [false, true] {
                 crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul { tile, vec4 });
             }
         }
+        crate::testing::assert_params_layout::<MatmulParams>(Shader::MatmulCoop { sg: 32 });
         crate::testing::assert_params_layout::<MatmulParams>(Shader::MatmulSubgroup8);
     }
 

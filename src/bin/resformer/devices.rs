@@ -17,7 +17,11 @@ pub fn run() -> CliResult {
         );
     }
     match chosen {
-        Ok(i) => println!("* = chosen for --backend gpu: {}", adapters[i].label()),
+        Ok(i) => {
+            println!("* = chosen for --backend gpu: {}", adapters[i].label());
+            let gpu = resformer::Gpu::new()?;
+            println!("  {}", resformer::kernels::matmul::coop_status(&gpu).describe());
+        }
         Err(e) => println!("--backend gpu: none usable ({e})"),
     }
     let engine = Engine::new_blocking(EngineOptions::default())?;
