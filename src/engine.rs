@@ -26,7 +26,7 @@ use crate::device::{Gpu, GpuOptions};
 use crate::error::{Error, Result};
 use crate::model::cpu::HostKernels;
 use crate::model::minilm::SentenceEmbedder;
-use crate::model::{cpu_label, Backend, BlockConfig, GpuStack, Stack, StackWeights};
+use crate::model::{cpu_label, Backend, BlockConfig, GpuStack, Precision, Stack, StackWeights};
 
 /// How [`Engine::new`] finds its device.
 #[derive(Clone, Debug)]
@@ -143,6 +143,10 @@ impl Engine {
         crate::model::check_weights(&weights, &cfg)?;
         match &self.gpu {
             Some(g) => Ok(Stack::Gpu(GpuStack::new(g.clone(), &weights, cfg)?)),
+            // the f16 mode computes with f16-rounded matmul weights on every backend
+            None if cfg.precision == Precision::F16 => {
+                Ok(Stack::Cpu { weights: weights.rounded_to_f16(), cfg, kernels: self.host })
+            }
             None => Ok(Stack::Cpu { weights, cfg, kernels: self.host }),
         }
     }

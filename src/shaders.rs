@@ -52,8 +52,10 @@ pub enum Shader {
     Matmul {
         /// The tile configuration.
         tile: MatmulTile,
-        /// x and w bound as `array<vec4<f32>>`.
+        /// x and w bound as arrays of vec4.
         vec4: bool,
+        /// w is f16 (the f16 mode's weights).
+        w_f16: bool,
     },
     /// The matmul for 8-wide subgroups without workgroup memory (lavapipe).
     MatmulSubgroup8,
@@ -88,7 +90,13 @@ pub enum Shader {
 impl Shader {
     /// Every shader, each matmul configuration in both load widths: for validation tests.
     pub fn all() -> Vec<Shader> {
-        let tiles = MatmulTile::FAMILY.iter().flat_map(|&tile| [false, true].map(|vec4| Shader::Matmul { tile, vec4 }));
+        let tiles = MatmulTile::FAMILY.iter().flat_map(|&tile| {
+            [(false, false), (true, false), (false, true), (true, true)].map(|(vec4, w_f16)| Shader::Matmul {
+                tile,
+                vec4,
+                w_f16,
+            })
+        });
         let flash = [32, 64, 128].map(|dmax| Shader::AttentionFlash { dmax });
         let coop = [32, 64].map(|sg| Shader::MatmulCoop { sg });
         tiles.chain(flash).chain(coop).chain(Self::FIXED).collect()
@@ -160,6 +168,7 @@ impl Shader {
         // directives come before every declaration
         let directives = match self {
             Shader::MatmulCoop { .. } => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Shader::Matmul { w_f16: true, .. } => "enable f16;\n",
             _ => "",
         };
         let mut out = format!("{directives}// prepended by src/shaders.rs (Shader::prelude) for {self:?}\n");
@@ -177,7 +186,9 @@ impl Shader {
     /// (WGSL has no includes).
     pub fn source(self) -> Cow<'static, str> {
         let body: Cow<'static, str> = match self {
-            Shader::Matmul { tile, vec4 } => (tile.wgsl(vec4) + include_str!("../shaders/matmul_io.wgsl")).into(),
+            Shader::Matmul { tile, vec4, w_f16 } => {
+                (tile.wgsl(vec4, w_f16) + include_str!("../shaders/matmul_io.wgsl")).into()
+            }
             Shader::MatmulSubgroup8 => {
                 concat!(include_str!("../shaders/matmul_subgroup8.wgsl"), include_str!("../shaders/matmul_io.wgsl"))
                     .into()

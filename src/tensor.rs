@@ -10,6 +10,18 @@ pub enum DType {
     F32,
     /// 32-bit unsigned integer.
     U32,
+    /// 16-bit float (matmul weights in the f16 mode; needs the device's SHADER_F16).
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
+    }
 }
 
 /// A row-major array on the device: a storage buffer plus its shape.
@@ -27,7 +39,8 @@ fn element_count(shape: &[usize]) -> usize {
 impl Tensor {
     /// A tensor of `shape` with unspecified contents.
     pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let bytes = (element_count(shape) as u64).max(1) * 4;
+        // a multiple of 4 bytes: what buffer copies and bindings need
+        let bytes = ((element_count(shape) as u64).max(1) * dtype.size()).next_multiple_of(4);
         let limit = gpu.limits().max_buffer_size;
         if bytes > limit {
             return Err(Error::LimitExceeded {
@@ -66,11 +79,35 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Uploads `data` (row-major) rounded to f16 (round to nearest even) as a tensor of `shape`.
+    pub fn from_f16(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        check_len("tensor data", data.len(), shape)?;
+        let t = Tensor::empty(gpu, shape, DType::F16)?;
+        let mut halves: Vec<u16> = data.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        halves.resize(halves.len().next_multiple_of(2), 0);
+        if !data.is_empty() {
+            gpu.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(&halves));
+        }
+        Ok(t)
+    }
+
     /// Overwrites the whole tensor with `data` (queued; ordered before the next submit).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
         check_len("tensor write", data.len(), &self.shape)?;
+        self.expect_words("tensor write")?;
         if !data.is_empty() {
             gpu.queue.write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    /// f32 / u32 data moves through `write` and `read`; f16 tensors are made by `from_f16` only.
+    fn expect_words(&self, op: &'static str) -> Result<()> {
+        if self.dtype == DType::F16 {
+            return Err(Error::InvalidArgument {
+                op,
+                what: "an f16 tensor is written by from_f16 and not read back".into(),
+            });
         }
         Ok(())
     }
@@ -82,6 +119,7 @@ impl Tensor {
 
     /// Copies the tensor back to the host (submits and waits).
     pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.expect_words("tensor read")?;
         let bytes = self.len() as u64 * 4;
         if bytes == 0 {
             return Ok(Vec::new());
@@ -118,9 +156,9 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// Size in bytes (4 per element).
+    /// Size in bytes of its elements ([`DType::size`] each).
     pub fn bytes(&self) -> u64 {
-        self.len() as u64 * 4
+        self.len() as u64 * self.dtype.size()
     }
 
     /// The storage buffer (usage STORAGE | COPY_SRC | COPY_DST).

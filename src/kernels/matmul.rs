@@ -219,10 +219,10 @@ impl MatmulVariant {
     }
 
     /// (shader, output rows per workgroup, output columns per workgroup, workgroup memory bytes)
-    fn shader(self, gpu: &Gpu, k: usize) -> (Shader, usize, usize, u64) {
+    fn shader(self, gpu: &Gpu, k: usize, w_f16: bool) -> (Shader, usize, usize, u64) {
         match self {
             MatmulVariant::Tiled(tile) => {
-                let shader = Shader::Matmul { tile, vec4: k.is_multiple_of(4) };
+                let shader = Shader::Matmul { tile, vec4: k.is_multiple_of(4), w_f16 };
                 (shader, tile.bm as usize, tile.bn as usize, tile.workgroup_bytes())
             }
             MatmulVariant::Coop => {
@@ -269,10 +269,15 @@ pub fn prepare_matmul(
     out: &Tensor,
 ) -> Result<Dispatch> {
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
-    check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
+    check_operand(gpu, OP, "w", w, &[2, 3], w.dtype())?;
     let (_, m, k) = batch_rows_cols(x.shape());
     let n = batch_rows_cols(w.shape()).1;
-    prepare_matmul_variant(gpu, MatmulVariant::for_shape(gpu, m, n, k), x, w, bias, act, out)
+    let mut variant = MatmulVariant::for_shape(gpu, m, n, k);
+    if w.dtype() == DType::F16 && !matches!(variant, MatmulVariant::Tiled(_)) {
+        // only the tiled family reads f16 weights
+        variant = MatmulVariant::Tiled(MatmulTile::DEFAULT);
+    }
+    prepare_matmul_variant(gpu, variant, x, w, bias, act, out)
 }
 
 /// [`prepare_matmul`] with an explicit shader variant (it must be in [`MatmulVariant::available`]).
@@ -306,11 +311,18 @@ fn prepare_checked(
     out: &Tensor,
 ) -> Result<Dispatch> {
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
-    check_operand(gpu, OP, "w", w, &[2, 3], DType::F32)?;
+    let w_f16 = w.dtype() == DType::F16;
+    if w_f16 && !(matches!(variant, MatmulVariant::Tiled(_)) && gpu.features().contains(wgpu::Features::SHADER_F16)) {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            what: format!("f16 weights need the tiled kernels and the device's SHADER_F16 (variant {variant:?})"),
+        });
+    }
+    check_operand(gpu, OP, "w", w, &[2, 3], if w_f16 { DType::F16 } else { DType::F32 })?;
     check_operand(gpu, OP, "out", out, &[2, 3], DType::F32)?;
     let (batch, m, k) = batch_rows_cols(x.shape());
     let (wb, n, wk) = batch_rows_cols(w.shape());
-    let (shader, tile_m, tile_n, workgroup_bytes) = variant.shader(gpu, k);
+    let (shader, tile_m, tile_n, workgroup_bytes) = variant.shader(gpu, k, w_f16);
     super::check_workgroup_memory(gpu, OP, x.shape(), workgroup_bytes)?;
     let w_batched = w.shape().len() == 3;
     if wk != k || (w_batched && wb != batch) {
@@ -483,10 +495,53 @@ mod tests {
     }
 
     #[test]
+    fn matmul_matches_reference_with_f16_weights() {
+        // the f16 mode: w stored as f16, widened on load; the reference gets the same rounded w
+        let Some(gpu) = shared_gpu() else { return };
+        if !gpu.features().contains(wgpu::Features::SHADER_F16) {
+            return; // lavapipe has it; a device without it refuses f16 weights (checked below)
+        }
+        let mut rng = Rng::new(13);
+        for tile in MatmulTile::FAMILY {
+            for (m, n, k) in [(1, 1, 1), (65, 7, 63), (33, 70, 36), (7, 130, 257)] {
+                let x = rng.vec(m * k, -1.0, 1.0);
+                let w = rng.vec(n * k, -1.0, 1.0);
+                let b = rng.vec(n, -1.0, 1.0);
+                let rounded: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+                let (tx, tb) = (Tensor::from_f32(gpu, &[m, k], &x).unwrap(), Tensor::from_f32(gpu, &[n], &b).unwrap());
+                let tw = Tensor::from_f16(gpu, &[n, k], &w).unwrap();
+                let out = Tensor::empty(gpu, &[m, n], DType::F32).unwrap();
+                out.poison(gpu).unwrap();
+                let mut enc = gpu.encoder("test");
+                let variant = MatmulVariant::Tiled(tile);
+                prepare_matmul_variant(gpu, variant, &tx, &tw, Some(&tb), Activation::Gelu, &out)
+                    .unwrap()
+                    .record(&mut enc);
+                gpu.submit_and_wait(enc).unwrap();
+                let mut want = vec![0.0; m * n];
+                let shape = MatmulShape::linear(m, n, k);
+                reference::matmul::matmul(&mut want, &x, &rounded, Some(&b), Activation::Gelu, shape);
+                let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
+                assert_close(&format!("matmul f16 w {tile} {m}x{n}x{k}"), &out.read(gpu).unwrap(), &want, tol);
+            }
+        }
+        // the subgroup kernel reads no f16: asked for it, the op refuses
+        if MatmulVariant::available(gpu).contains(&MatmulVariant::Subgroup8) {
+            let (x, w) = (
+                Tensor::from_f32(gpu, &[2, 4], &[0.5; 8]).unwrap(),
+                Tensor::from_f16(gpu, &[3, 4], &[0.5; 12]).unwrap(),
+            );
+            let out = Tensor::empty(gpu, &[2, 3], DType::F32).unwrap();
+            let e = prepare_matmul_variant(gpu, MatmulVariant::Subgroup8, &x, &w, None, Activation::None, &out);
+            assert!(matches!(e, Err(Error::InvalidArgument { op: "matmul", .. })));
+        }
+    }
+
+    #[test]
     fn matmul_params_match_wgsl_layout() {
         for tile in MatmulTile::FAMILY {
             for vec4 in [false, true] {
-                crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul { tile, vec4 });
+                crate::testing::assert_params_layout::<MatmulParams>(Shader::Matmul { tile, vec4, w_f16: false });
             }
         }
         crate::testing::assert_params_layout::<MatmulParams>(Shader::MatmulCoop { sg: 32 });

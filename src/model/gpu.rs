@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::block::{block_steps, Act, Step};
-use super::config::BlockConfig;
+use super::config::{BlockConfig, Precision};
 use super::weights::StackWeights;
 use crate::device::{Gpu, TrackedBuffer};
 use crate::error::{Error, Result};
@@ -61,12 +61,28 @@ impl GpuStack {
     pub fn new(gpu: Arc<Gpu>, weights: &StackWeights, cfg: BlockConfig) -> Result<GpuStack> {
         cfg.validate()?;
         super::check_weights(weights, &cfg)?;
+        if cfg.precision == Precision::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::InvalidArgument {
+                op: "precision",
+                what: format!("the f16 mode needs shader f16, which {} lacks", gpu.adapter().label()),
+            });
+        }
         let names = super::weights::block_tensor_names(cfg.embed, cfg.ff);
         let layers = weights
             .blocks
             .iter()
             .map(|b| {
-                names.iter().zip(b.tensors()).map(|((_, shape), data)| Tensor::from_f32(&gpu, shape, data)).collect()
+                let upload = |i: usize, shape: &[usize], data: &[f32]| match cfg.precision {
+                    // the f16 mode: matmul weights as f16, the rest f32
+                    Precision::F16 if super::weights::is_matmul_weight(i) => Tensor::from_f16(&gpu, shape, data),
+                    _ => Tensor::from_f32(&gpu, shape, data),
+                };
+                names
+                    .iter()
+                    .zip(b.tensors())
+                    .enumerate()
+                    .map(|(i, ((_, shape), data))| upload(i, shape, data))
+                    .collect()
             })
             .collect::<Result<Vec<Vec<Tensor>>>>()?;
         let input_norm = match &weights.input_norm {

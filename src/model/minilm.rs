@@ -54,6 +54,7 @@ pub fn block_config() -> BlockConfig {
         eps: EPS,
         causal: false,
         batch_first: true,
+        precision: super::Precision::F32,
     }
 }
 

@@ -12,7 +12,7 @@ pub mod minilm;
 pub mod vit;
 pub mod weights;
 
-pub use config::BlockConfig;
+pub use config::{BlockConfig, Precision};
 pub use gpu::GpuStack;
 pub use weights::{BlockWeights, StackWeights};
 

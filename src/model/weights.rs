@@ -106,7 +106,30 @@ impl BlockWeights {
     }
 }
 
+/// Whether parameter `i` of a block (in [`block_tensor_names`] order) is a matmul weight.
+pub fn is_matmul_weight(i: usize) -> bool {
+    use super::block::Param;
+    [Param::InProjW, Param::OutProjW, Param::Ff1W, Param::Ff2W].iter().any(|&p| p as usize == i)
+}
+
 impl StackWeights {
+    /// The weights the f16 mode computes with: every matmul weight (in-projection, out
+    /// projection, both FFN layers) rounded to f16, biases and LayerNorm parameters as they are.
+    pub fn rounded_to_f16(&self) -> StackWeights {
+        let round = |v: &Vec<f32>| v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect::<Vec<f32>>();
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let t = b.tensors().into_iter().enumerate();
+                BlockWeights::from_tensors(
+                    t.map(|(i, v)| if is_matmul_weight(i) { round(v) } else { v.to_vec() }).collect(),
+                )
+            })
+            .collect();
+        StackWeights { blocks, ..self.clone() }
+    }
+
     /// Number of blocks, L.
     pub fn layers(&self) -> usize {
         self.blocks.len()

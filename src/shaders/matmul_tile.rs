@@ -105,9 +105,10 @@ impl MatmulTile {
 
     /// The kernel's WGSL, without the shared Params / bias / out / activate() of
     /// shaders/matmul_io.wgsl, which src/shaders.rs appends. With `vec4_loads`, x and w are
-    /// bound as `array<vec4<f32>>` and K must be a multiple of 4; without, they are read
-    /// as scalars and any K works.
-    pub fn wgsl(&self, vec4_loads: bool) -> String {
+    /// bound as `array<vec4<…>>` and K must be a multiple of 4; without, they are read
+    /// as scalars and any K works. With `w_f16`, w is f16 (the f16 mode's weights; the module
+    /// then needs `enable f16;`, which src/shaders.rs prepends), widened to f32 as it is loaded.
+    pub fn wgsl(&self, vec4_loads: bool, w_f16: bool) -> String {
         self.check().expect("only checked tiles are generated");
         let MatmulTile { bm, bn, bk, tm, tn } = *self;
         let (wgx, wgy) = self.workgroup();
@@ -118,6 +119,11 @@ impl MatmulTile {
         let mut s = String::new();
         let w = &mut s;
         let elem = if vec4_loads { "vec4<f32>" } else { "f32" };
+        let w_elem = match (vec4_loads, w_f16) {
+            (true, true) => "vec4<f16>",
+            (false, true) => "f16",
+            _ => elem,
+        };
         let _ = writeln!(
             w,
             "// matmul {self} ({}): out[b, m, n] = act(sum_k x[b, m, k] * w[b, n, k] + bias[n])  (nn.Linear, w (N, K))",
@@ -139,22 +145,25 @@ impl MatmulTile {
         let _ = writeln!(w, "const XS4: u32 = {xs4}u;   // vec4 slots per k-row of xs (BM / 4 + 1 pad)");
         let _ = writeln!(w, "const WS4: u32 = {ws4}u;   // vec4 slots per k-row of ws (BN / 4 + 1 pad)\n");
         let _ = writeln!(w, "@group(0) @binding(0) var<storage, read> x: array<{elem}>;");
-        let _ = writeln!(w, "@group(0) @binding(1) var<storage, read> w: array<{elem}>;\n");
+        let _ = writeln!(w, "@group(0) @binding(1) var<storage, read> w: array<{w_elem}>;\n");
         let _ = writeln!(w, "var<workgroup> xs: array<vec4<f32>, {}>;", bk * xs4);
         let _ = writeln!(w, "var<workgroup> ws: array<vec4<f32>, {}>;\n", bk * ws4);
 
         // Four consecutive k, from `k`, of the row of x or w that starts at element `i`; zero past
         // the edge. With vec4 loads K % 4 == 0, so a vec4 is wholly inside or wholly past K.
-        for (name, buf) in [("load_x", "x"), ("load_w", "w")] {
+        for (name, buf, half) in [("load_x", "x", false), ("load_w", "w", w_f16)] {
             let _ = writeln!(w, "fn {name}(row_ok: bool, i: u32, k: u32) -> vec4<f32> {{");
             if vec4_loads {
-                let _ = writeln!(w, "    if (row_ok && k < p.k) {{ return {buf}[(i + k) / 4u]; }}");
+                let load =
+                    if half { format!("vec4<f32>({buf}[(i + k) / 4u])") } else { format!("{buf}[(i + k) / 4u]") };
+                let _ = writeln!(w, "    if (row_ok && k < p.k) {{ return {load}; }}");
                 let _ = writeln!(w, "    return vec4<f32>(0.0);");
             } else {
                 let _ = writeln!(w, "    var v = vec4<f32>(0.0);");
                 let _ = writeln!(w, "    if (row_ok) {{");
                 for c in 0..V {
-                    let _ = writeln!(w, "        if (k + {c}u < p.k) {{ v[{c}] = {buf}[i + k + {c}u]; }}");
+                    let load = if half { format!("f32({buf}[i + k + {c}u])") } else { format!("{buf}[i + k + {c}u]") };
+                    let _ = writeln!(w, "        if (k + {c}u < p.k) {{ v[{c}] = {load}; }}");
                 }
                 let _ = writeln!(w, "    }}\n    return v;");
             }
@@ -300,7 +309,7 @@ mod tests {
         // the point of generating: every register is a named value, never `acc[i]`
         for t in MatmulTile::FAMILY {
             for v4 in [false, true] {
-                let src = t.wgsl(v4);
+                let src = t.wgsl(v4, false);
                 assert!(!src.contains("array<f32, "), "{t}: a private array crept in");
                 assert!(!src.contains("var<private>"), "{t}");
             }

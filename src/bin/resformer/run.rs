@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use resformer::bench::median;
 use resformer::kernels::matmul::Activation;
 use resformer::model::io::{write_f32, HostTensor, TensorFile};
-use resformer::model::{cpu, Backend, BlockConfig, InputShape, Stack, StackWeights};
+use resformer::model::{cpu, Backend, BlockConfig, InputShape, Precision, Stack, StackWeights};
 use resformer::rng::Rng;
 use resformer::testing::{compare, Tol};
 use resformer::{Engine, EngineOptions, Error};
@@ -54,6 +54,9 @@ pub struct Args {
     /// Check every step of every block against the reference on the reference's inputs
     #[arg(long)]
     check_ops: bool,
+    /// f32, or f16: matmul weights stored and read as f16 (activations and accumulation f32)
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Timed forwards (at least 3, about 10 s at most)
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -84,6 +87,7 @@ impl Args {
         cfg.causal = self.causal;
         cfg.batch_first = self.batch_first;
         cfg.eps = self.eps;
+        cfg.precision = self.precision;
     }
 }
 
@@ -163,12 +167,13 @@ pub fn run(a: Args) -> CliResult {
     let stack = engine.load_stack(weights.clone(), cfg)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     println!(
-        "block: {}, {:?}, eps {}, {}{}",
+        "block: {}, {:?}, eps {}, {}{}{}",
         if cfg.pre_norm { "pre-norm" } else { "post-norm" },
         cfg.activation,
         cfg.eps,
         if cfg.batch_first { "batch-first" } else { "seq-first" },
-        if cfg.causal { ", causal" } else { "" }
+        if cfg.causal { ", causal" } else { "" },
+        if cfg.precision == Precision::F16 { ", f16 matmul weights" } else { "" }
     );
 
     // 3. warm-up (pipelines, plan), then timed runs (at least 3, at most --runs, about 10 s of them)
@@ -211,6 +216,7 @@ pub fn run(a: Args) -> CliResult {
     // 4. optional checks against the reference path
     if a.check {
         let t = Instant::now();
+        // against the f32 model: in the f16 mode this is the mode's own error
         let want = cpu::forward(&weights, &cfg, &input.data, shape.seq, shape.batch, key_pad.as_deref());
         let d = compare(&output, &want, Tol { atol: 0.0, rtol: 0.0 });
         println!(
@@ -225,7 +231,9 @@ pub fn run(a: Args) -> CliResult {
         println!("wrote `output` {:?} to {}", input.shape, path.display());
     }
     if a.check_ops {
-        check_ops(&stack, &weights, &input.data, shape, key_pad.as_deref())?;
+        // step by step against the reference of the same function (f16-rounded weights in the f16 mode)
+        let same = if cfg.precision == Precision::F16 { weights.rounded_to_f16() } else { weights.clone() };
+        check_ops(&stack, &same, &input.data, shape, key_pad.as_deref())?;
     }
     Ok(())
 }
