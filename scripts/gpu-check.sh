@@ -70,6 +70,16 @@ fi
 step "resformer bench --sizes $sizes"
 run bench "${bin[@]}" bench --sizes "$sizes" --runs "$runs" "${compare[@]}" --json "$out/bench.json"
 
+step "the stack in the f16 mode (f16 matmul weights), beside PyTorch's f16 encoder"
+case "$sizes" in
+    large) stack=(--layers 12 --embed 768 --heads 12 --ff 3072 --seq 512 --batch 8) ;;
+    *) stack=(--layers 2 --embed 128 --heads 4 --ff 512 --seq 32 --batch 2) ;;
+esac
+run f16 "${bin[@]}" run "${stack[@]}" --precision f16 --backend gpu --runs 5
+if [ "$torch" = yes ]; then
+    run torch_f16 python3 scripts/torch_baseline.py --sizes "$sizes" --half --runs "$runs" --json "$out/torch_f16.json"
+fi
+
 step "MiniLM embedding speed, batch $batch"
 speed=(embed --speed --backend gpu --batch "$batch" --repeats 3)
 if [ -f "$model/model.safetensors" ]; then
@@ -107,6 +117,9 @@ for r in rows:
     print(f"{r['kernel']:<14} {r['shape']:<26} {fmt(ours):>13} {fmt(torch):>10} {ratio:>11} {rate:>17}")
 PY
     fi
+    grep -h "split-f16" "$out/devices.txt" 2>/dev/null
+    grep -h "^forward:" "$out/f16.txt" 2>/dev/null | sed 's/^/f16 mode stack: /'
+    grep -h "^stack" "$out/torch_f16.txt" 2>/dev/null | sed 's/^/torch f16: /'
     grep -h "sentences/s" "$out/embed.txt" "$out/torch_bert.txt" 2>/dev/null
     grep -h "^parity on" "$out/parity.txt" 2>/dev/null
     if [ ${#failures[@]} -gt 0 ]; then

@@ -145,6 +145,7 @@ def main():
     ap.add_argument("--json", default="torch.json")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--minilm", type=int, metavar="BATCH", help="time a MiniLM-config BERT on BATCH x 128 tokens instead")
+    ap.add_argument("--half", action="store_true", help="the stack cases only, in float16 (CUDA): PyTorch's f16 encoder")
     ap.add_argument("--st-model", metavar="DIR",
                     help="with --minilm: time sentence-transformers' encode() of this model on ~128-token sentences")
     args = ap.parse_args()
@@ -164,8 +165,10 @@ def main():
               f"tokens: {ms:.1f} ms (median, f32, TF32 off): {args.minilm / ms * 1e3:.1f} sentences/s")
         return
     rows = []
+    cases = [c for c in CASES[args.sizes] if not args.half or c[0] == "stack"]
+    dtype = torch.float16 if args.half else torch.float32
     with torch.no_grad():
-        for kernel, p in CASES[args.sizes]:
+        for kernel, p in cases:
             r = lambda *s: torch.rand(*s, device=dev) * 2 - 1
             row = {"kernel": kernel, "shape": shape_of(kernel, p), "adapter": adapter,
                    "backend": f"torch {torch.__version__} {dev.type}", "gpu_clock": "cuda events" if dev.type == "cuda" else "wall",
@@ -198,7 +201,8 @@ def main():
                 else:
                     layer = nn.TransformerEncoderLayer(e, h, f, dropout=0.1, activation="relu")
                     model = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).to(dev).eval()
-                x = r(s, bt, e)
+                model = model.to(dtype)
+                x = r(s, bt, e).to(dtype)
                 ms = timed(lambda: model(x), dev, args.runs)
                 t = s * bt
                 flops = layers * (2 * t * (4 * e * e + 2 * e * f) + 4 * bt * s * s * e)
