@@ -117,3 +117,17 @@ pub fn assert_params_layout<P>(shader: crate::shaders::Shader) {
     let wgsl_align = layouter[handle].alignment.round_up(1) as usize;
     assert_eq!(std::mem::align_of::<P>(), wgsl_align, "{}: Params alignment differs from WGSL", shader.name());
 }
+
+/// Whether the data a test needs is in place (every one of `files`): when it is not, the test
+/// skips with a printed reason, or fails under `RESFORMER_REQUIRE_MODEL=1` (set by
+/// scripts/test.sh, which fetches the data with `fetch`).
+pub fn require_data(what: &str, files: &[std::path::PathBuf], fetch: &str) -> bool {
+    if let Some(missing) = files.iter().find(|f| !f.exists()) {
+        if std::env::var("RESFORMER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+            panic!("RESFORMER_REQUIRE_MODEL=1 but {} is missing: run {fetch}", missing.display());
+        }
+        eprintln!("skipping the {what} test: {} is missing ({fetch})", missing.display());
+        return false;
+    }
+    true
+}

@@ -15,14 +15,8 @@ const MAX_ABS: f32 = 1e-4;
 
 fn model_dir() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").exists() && dir.join("tokenizer.json").exists() {
-        return Some(dir);
-    }
-    if std::env::var("RESFORMER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-        panic!("RESFORMER_REQUIRE_MODEL=1 but {} is missing: run bash scripts/fetch-minilm.sh", dir.display());
-    }
-    eprintln!("skipping MiniLM test: {} is missing (bash scripts/fetch-minilm.sh)", dir.display());
-    None
+    let files = [dir.join("model.safetensors"), dir.join("tokenizer.json")];
+    resformer::testing::require_data("MiniLM", &files, "bash scripts/fetch-minilm.sh").then_some(dir)
 }
 
 struct Expected {

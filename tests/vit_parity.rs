@@ -23,14 +23,8 @@ fn root() -> &'static Path {
 
 fn digits() -> Option<Digits> {
     let path: PathBuf = root().join("data/digits/digits.csv");
-    if path.exists() {
-        return Some(Digits::load(&path).unwrap());
-    }
-    if std::env::var("RESFORMER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-        panic!("RESFORMER_REQUIRE_MODEL=1 but {} is missing: run bash scripts/fetch-digits.sh", path.display());
-    }
-    eprintln!("skipping the ViT test: {} is missing (bash scripts/fetch-digits.sh)", path.display());
-    None
+    let present = resformer::testing::require_data("ViT", std::slice::from_ref(&path), "bash scripts/fetch-digits.sh");
+    present.then(|| Digits::load(&path).unwrap())
 }
 
 struct Expected {
