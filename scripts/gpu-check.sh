@@ -7,8 +7,8 @@
 #
 #   bash scripts/gpu-check.sh [BIN] [MODEL_DIR]
 #
-# BIN: the resformer binary, or a launcher and binary in one word list (default: "bash .gpu/run
-#   resformer" when .gpu/run exists, from ../shared/gpu/bundle, else target/release/resformer).
+# BIN: the resformer binary, or a launcher and binary in one word list (default, also for "": "bash
+#   .gpu/run resformer" when .gpu/run exists, from ../shared/gpu/bundle, else target/release/resformer).
 # MODEL_DIR: all-MiniLM-L6-v2 (default models/all-MiniLM-L6-v2). Without its model.safetensors
 #   (90 MB, often left behind), the speed run uses seeded random weights of the same shapes and
 #   needs only MODEL_DIR/tokenizer.json (else .gpu/tokenizer.json).
@@ -17,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-if [ $# -ge 1 ]; then
+if [ -n "${1:-}" ]; then
     read -r -a bin <<<"$1"
 elif [ -f .gpu/run ]; then
     bin=(bash .gpu/run resformer)
