@@ -6,8 +6,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use resformer::model::io::TensorFile;
-use resformer::model::StackWeights;
+use resformer::model::{Backend, BlockConfig, StackWeights};
 use resformer::testing::Rng;
+use resformer::{Engine, EngineOptions};
 
 /// Records the largest single allocation, to catch a header that makes the loader reserve gigabytes.
 struct Counting;
@@ -99,6 +100,7 @@ fn ten_thousand_mutated_weight_files_never_panic() {
     let good = std::fs::read(&path).unwrap();
     let mut rng = Rng::new(2026);
     let (mut ok, mut errors) = (0, 0);
+    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
     for case in 0..CASES {
         let bytes = mutate(&mut rng, &good);
         let len = bytes.len();
@@ -106,19 +108,30 @@ fn ten_thousand_mutated_weight_files_never_panic() {
         let r = std::panic::catch_unwind(|| {
             TensorFile::from_bytes("fuzz.safetensors", bytes).and_then(|f| StackWeights::from_file(&f, ""))
         });
+        // the loader's allocations only: f16 -> f32 doubles the data at most; allow the copy of the
+        // file and a little slack
+        let largest = LARGEST.load(Ordering::Relaxed);
+        assert!(largest <= 4 * len + 4096, "case {case}: allocated {largest} bytes for a {len}-byte file");
         match r {
             Err(_) => panic!("case {case}: the loader panicked"),
-            Ok(Ok(_)) => ok += 1,
+            Ok(Ok(w)) => {
+                ok += 1;
+                // what loads must also run on the CPU backend: a value or an error, never a panic
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let (e, cfg) = (w.embed, BlockConfig::new(w.embed, 2, w.ff));
+                    engine.load_stack(w, cfg).and_then(|s| s.forward(&vec![0.5; 3 * e], 3, 1, None))
+                }));
+                assert!(ran.is_ok(), "case {case}: the CPU backend panicked on a file that loaded");
+            }
             Ok(Err(e)) => {
                 errors += 1;
                 let m = e.to_string();
                 assert!(m.starts_with("fuzz.safetensors: ") && m.len() > 20, "case {case}: unhelpful error {m:?}");
             }
         }
-        // f16 -> f32 doubles the data at most; allow the copy of the file and a little slack
-        let largest = LARGEST.load(Ordering::Relaxed);
-        assert!(largest <= 4 * len + 4096, "case {case}: allocated {largest} bytes for a {len}-byte file");
     }
-    eprintln!("{CASES} mutated files: {ok} loaded, {errors} rejected with an error, 0 panics");
+    eprintln!(
+        "{CASES} mutated files: {ok} loaded (and ran on the CPU backend), {errors} rejected with an error, 0 panics"
+    );
     assert!(errors > CASES / 2, "too few mutations were caught: {errors}");
 }
