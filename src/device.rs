@@ -151,6 +151,15 @@ pub fn cache_dir() -> Option<PathBuf> {
         .or_else(|| env("HOME").map(|d| d.join(".cache").join("resformer")))
 }
 
+/// A temporary file name beside `path`, unique to this write (process and a counter), for
+/// writing a cache and renaming it into place: two writers never share one.
+pub(crate) fn unique_temp(path: &std::path::Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
 /// What pipeline compilation cost this device so far.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PipelineStats {
@@ -232,26 +241,42 @@ impl Gpu {
         let index = choose(&infos, options.allow_software)?;
         let adapter = &adapters[index];
         let summary = AdapterSummary::of(&infos[index]);
-        let features = adapter.features() & WANTED_FEATURES;
+        let mut features = adapter.features() & WANTED_FEATURES;
+        if std::env::var("RESFORMER_COOP").is_ok_and(|v| v == "off") {
+            // not even asked for: the experimental feature stays out of the device
+            features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        }
         let mut limits = adapter.limits();
         if let Some(adjust) = options.adjust_limits {
             adjust(&mut limits);
         }
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
+        let request = |features: wgpu::Features| {
+            let experimental = match features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                // SAFETY: the only experimental feature requested is cooperative matrices, used
+                // only by shapes the adapter lists and only after a self-test on this device
+                true => unsafe { wgpu::ExperimentalFeatures::enabled() },
+                false => wgpu::ExperimentalFeatures::disabled(),
+            };
+            adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("resformer"),
                 required_features: features,
                 required_limits: limits.clone(),
-                // SAFETY: the only experimental feature requested is cooperative matrices, used
-                // only by shapes the adapter lists and only after a self-test on this device
-                experimental_features: match features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-                    true => unsafe { wgpu::ExperimentalFeatures::enabled() },
-                    false => wgpu::ExperimentalFeatures::disabled(),
-                },
+                experimental_features: experimental,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| Error::RequestDevice { adapter: summary.name.clone(), reason: e.to_string() })?;
+        };
+        // an experimental feature must never cost the device: without it, once more
+        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        let (device, queue, features) = match request(features).await {
+            Ok((d, q)) => (d, q, features),
+            Err(_) if features.contains(coop) => {
+                let (d, q) = request(features.difference(coop))
+                    .await
+                    .map_err(|e| Error::RequestDevice { adapter: summary.name.clone(), reason: e.to_string() })?;
+                (d, q, features.difference(coop))
+            }
+            Err(e) => return Err(Error::RequestDevice { adapter: summary.name.clone(), reason: e.to_string() }),
+        };
         let cache = match features.contains(wgpu::Features::PIPELINE_CACHE) {
             true => Self::open_pipeline_cache(&device, &infos[index]),
             false => None,
@@ -292,7 +317,7 @@ impl Gpu {
         if let Some(dir) = c.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let tmp = c.path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = unique_temp(&c.path);
         std::fs::write(&tmp, data).map_err(io)?;
         std::fs::rename(&tmp, &c.path).map_err(io)
     }
@@ -547,5 +572,16 @@ mod memo_tests {
         let again = gpu.memo(|| A(2));
         assert!(std::sync::Arc::ptr_eq(&first, &again) && again.0 == 1, "init runs once");
         assert_eq!(gpu.memo(|| B(3)).0, 3, "another type has its own slot");
+    }
+}
+
+#[cfg(test)]
+mod temp_tests {
+    #[test]
+    fn temporary_names_never_repeat_and_stay_beside_the_file() {
+        let p = std::path::Path::new("/x/cache/tune.json");
+        let (a, b) = (super::unique_temp(p), super::unique_temp(p));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), p.parent());
     }
 }

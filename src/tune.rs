@@ -93,7 +93,7 @@ impl TuneCache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let tmp = path.with_extension(format!("json.{}", std::process::id()));
+        let tmp = crate::device::unique_temp(path);
         let text = serde_json::to_string_pretty(self).expect("maps of strings serialise");
         std::fs::write(&tmp, text).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
