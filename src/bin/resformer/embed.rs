@@ -55,7 +55,12 @@ pub fn run(a: Args) -> CliResult {
         return match a.backend {
             Some(b) => speed(dir, b, &a),
             None => {
-                speed(dir, Backend::Gpu, &a)?;
+                match speed(dir, Backend::Gpu, &a) {
+                    Err(CliError::Engine(resformer::Error::NoAdapter { detail })) => {
+                        println!("GPU path: skipped, no adapter ({detail})")
+                    }
+                    other => other?,
+                }
                 speed(dir, Backend::Cpu, &a)
             }
         };
