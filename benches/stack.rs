@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use resformer::bench::{cases, Case, Sizes};
 use resformer::kernels::record_all;
-use resformer::model::{cpu, BlockConfig, GpuStack, StackWeights};
+use resformer::model::{host as cpu, BlockConfig, GpuStack, StackWeights};
 use resformer::testing::{shared_gpu, Rng};
 use resformer::Gpu;
 

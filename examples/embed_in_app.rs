@@ -8,7 +8,18 @@ use resformer::model::{BlockConfig, StackWeights};
 use resformer::Engine;
 use wgpu::util::DeviceExt;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    // an error is a message for the user, not a debug dump
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // 1. the app's own device (any adapter the app likes; here the first one wgpu offers)
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))?;
@@ -22,8 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. resformer on the same device: a 2-block stack (random weights; StackWeights::load for real ones)
     let engine = Engine::from_wgpu(device.clone(), queue.clone());
     let (embed, seq, batch) = (64, 12, 2);
-    let stack = engine.load_stack(StackWeights::random(7, 2, embed, 256), BlockConfig::new(embed, 4, 256))?;
-    let gpu_stack = stack.gpu().expect("a GPU engine");
+    let gpu_stack = engine.load_gpu_stack(StackWeights::random(7, 2, embed, 256), BlockConfig::new(embed, 4, 256))?;
 
     // 3. the app's buffers: an input it produced on the GPU, an output it keeps there
     let x: Vec<f32> = (0..seq * batch * embed).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
@@ -57,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let y: Vec<f32> = bytemuck::pod_collect_to_vec(&readback.get_mapped_range(..)?);
 
     // the same forward through the host API gives the same numbers
-    let host = stack.forward(&x, seq, batch, None)?;
+    let host = gpu_stack.forward(&x, seq, batch, None)?;
     let same = y.iter().zip(&host).all(|(a, b)| a.to_bits() == b.to_bits());
     println!(
         "forward of {seq} x {batch} tokens recorded into the app's encoder: {} values, first {:.4}",
@@ -65,6 +75,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         y[0]
     );
     println!("equal to the host-API forward: {same}");
-    assert!(same);
+    if !same {
+        return Err("the recorded forward differs from the host-API forward".into());
+    }
     Ok(())
 }

@@ -6,15 +6,27 @@
 //!     cargo run --release --example vit_digits
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use resformer::metrics::Report;
-use resformer::model::vit::{test_split, Digits, VitClassifier};
+use resformer::model::vit::{test_split, Digits};
 use resformer::{Engine, EngineOptions};
 
-fn main() -> resformer::Result<()> {
+fn main() -> ExitCode {
+    // an error is a message for the user, not a debug dump
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> resformer::Result<()> {
     let engine = Engine::new_blocking(EngineOptions::default())?; // a hardware GPU, else the CPU backend
     let dir = Path::new("assets/vit-digits");
-    let model = VitClassifier::load(dir, &engine)?;
+    let model = engine.load_vit(dir)?;
     let digits = Digits::load(Path::new("data/digits/digits.csv"))?;
     let split = test_split(dir)?;
     let images: Vec<&[f32]> = split.iter().map(|&i| &digits.images[i][..]).collect();

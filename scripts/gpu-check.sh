@@ -44,7 +44,7 @@ run() { # run NAME CMD...: tee to $out/NAME.txt, remember a failure
 
 step "adapter"
 run devices "${bin[@]}" devices
-adapter=$(grep -m1 '^\* = chosen for --backend gpu:' "$out/devices.txt" | sed 's/^\* = chosen for --backend gpu: //')
+adapter=$(grep -m1 '^\* = chosen for --device gpu:' "$out/devices.txt" | sed 's/^\* = chosen for --device gpu: //')
 echo "adapter: ${adapter:-none}"
 case "$adapter" in
     *llvmpipe*|*lavapipe*|*SwiftShader*|*"Microsoft Basic"*|"")
@@ -75,13 +75,13 @@ case "$sizes" in
     large) stack=(--layers 12 --embed 768 --heads 12 --ff 3072 --seq 512 --batch 8) ;;
     *) stack=(--layers 2 --embed 128 --heads 4 --ff 512 --seq 32 --batch 2) ;;
 esac
-run f16 "${bin[@]}" run "${stack[@]}" --precision f16 --backend gpu --runs 5
+run f16 "${bin[@]}" run "${stack[@]}" --precision f16 --device gpu --runs 5
 if [ "$torch" = yes ]; then
     run torch_f16 python3 scripts/torch_baseline.py --sizes "$sizes" --half --runs "$runs" --json "$out/torch_f16.json"
 fi
 
 step "MiniLM embedding speed, batch $batch"
-speed=(embed --speed --backend gpu --batch "$batch" --repeats 3)
+speed=(embed --speed --device gpu --batch "$batch" --repeats 3)
 if [ -f "$model/model.safetensors" ]; then
     run embed "${bin[@]}" "${speed[@]}" --model "$model"
 else
@@ -99,7 +99,7 @@ if [ "$torch" = yes ]; then
 fi
 
 step "PyTorch parity fixtures on the GPU"
-run parity "${bin[@]}" parity --backend gpu --dir tests/fixtures/block
+run parity "${bin[@]}" parity --device gpu --dir tests/fixtures/block
 
 step "summary"
 {

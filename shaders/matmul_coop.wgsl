@@ -12,8 +12,10 @@
 // epilogue: tile by tile, each subgroup stages a main and a correction accumulator in its corner of
 //   workgroup memory; its lanes combine main + correction / 2^11, add the bias, apply the activation
 //   and store what is in bounds (28 KiB of workgroup memory in all).
-// constants: SG (the adapter's one subgroup width: min = max, checked by the host), ACT_*, and
-//   the directives `enable f16; enable wgpu_cooperative_matrix;` are prepended by src/shaders.rs. Ragged edges stage zeros and skip their stores: any M, N, K >= 1.
+// constants: SG (the adapter's one subgroup width: min = max, checked by the host), BM, BN, BK,
+//   PAD (halves of padding per staged row), ACT_*, and the directives `enable f16; enable
+//   wgpu_cooperative_matrix;` are prepended by src/kernels/matmul.rs, which sizes the dispatch
+//   and the workgroup memory from the same numbers. Ragged edges stage zeros and skip their stores: any M, N, K >= 1.
 // loops: every loop runs to a constant or to the tile count of the params; the cooperative
 //   operations run in uniform control flow (every subgroup of the workgroup, every step).
 // needs: f16 and the adapter's cooperative matrices f16 x f16 -> f32 at 16 x 16 x 16; a device
@@ -22,11 +24,8 @@
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 32u;
 const WG: u32 = SG * 4u;
-const LDS: u32 = BK + 8u;             // halves per staged row (padding against bank conflicts)
+const LDS: u32 = BK + PAD;            // halves per staged row (padding against bank conflicts)
 const SCALE: f32 = 2048.0;            // 2^11
 const CT: u32 = 16u * 16u;            // floats of one staged 16 x 16 accumulator
 

@@ -14,13 +14,37 @@ pub enum Error {
         detail: String,
     },
 
-    /// `WGPU_ADAPTER_NAME` matched none of the adapters.
-    #[error("WGPU_ADAPTER_NAME={wanted:?} matches no adapter; available: {available:?}")]
+    /// The adapter asked for (by name or by index) is not there.
+    #[error("{wanted} matches no adapter; available: {available:?}")]
     AdapterNotFound {
-        /// The requested name part.
+        /// What was asked for: `adapter name "a100"`, `gpu:3`.
         wanted: String,
-        /// Every adapter seen, with its backend.
+        /// The adapters it was chosen among, with their backends.
         available: Vec<String>,
+    },
+
+    /// An environment variable or a spelled-out option has a value the engine does not know.
+    #[error("{name}={value:?} is not valid: expected {expected}")]
+    BadSetting {
+        /// The variable (`RESFORMER_MATMUL`) or option (`device`).
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// The accepted values.
+        expected: String,
+    },
+
+    /// A model, stack or input would need more memory than the host or device has.
+    #[error("{what} needs {needed} but {available}; {hint}")]
+    TooLarge {
+        /// What was asked for, with its sizes.
+        what: String,
+        /// How much it needs, in words (`38.2 GB of host memory`).
+        needed: String,
+        /// What there is (`20.1 GB is available`).
+        available: String,
+        /// Which size to change.
+        hint: String,
     },
 
     /// The adapter refused to create a device.

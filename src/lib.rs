@@ -9,21 +9,25 @@
 //! - `T`: tokens = seq · batch, the rows of every activation
 //! - `E`: embed dim; `H`: heads; `D = E / H`: head dim; `F`: feed-forward dim
 //!
-//! ## Layers (each uses only the ones before it)
-//! - [`ops`]: the vocabulary every backend shares (activation, matmul and attention shapes);
-//!   [`rng`]: seeded data.
-//! - [`reference`](mod@reference): the CPU definition of each kernel, plain loops;
-//!   [`cpu`]: the same kernels made fast (threaded sgemm), the CPU backend.
-//! - [`shaders`]: every WGSL source (files in `shaders/`, the generated matmul family, the
-//!   constants Rust prepends); [`device`]: adapter choice, device, pipelines built once;
-//!   [`tensor`]: buffer + shape.
-//! - [`kernels`]: one op per shader family, checked, bound and recorded into the caller's
-//!   encoder, the variant chosen once per device; [`tune`]: which matmul tile runs.
-//! - [`model`]: the block's step list run by the GPU plan, the CPU backend and the reference;
-//!   weights, fixtures, `check_ops`, MiniLM; [`engine`]: what an app holds (device or host,
-//!   and why), which loads stacks and models.
-//! - [`bench`](mod@bench), [`walkthrough`], [`raster`]: what the command line reports; [`testing`]: test
-//!   helpers.
+//! ## Layers (each uses only the ones before it; `tests/layers.rs` checks it)
+//! 1. [`ops`]: the vocabulary every backend shares (activation, matmul and attention shapes,
+//!    tolerances, switches); [`rng`]: seeded data; [`error`]; [`metrics`]: classification
+//!    reports.
+//! 2. [`reference`](mod@reference): the CPU definition of each kernel, plain loops; above it
+//!    [`cpu`]: the same kernels made fast (threaded sgemm), the CPU backend, tested against it.
+//! 3. [`shaders`]: how WGSL reaches the device (the prelude of constants, the generated
+//!    matmul family); [`device`]: adapter choice, device, pipelines built once, GPU timing;
+//!    [`tensor`]: buffer + shape; [`testing`]: test helpers.
+//! 4. [`kernels`]: one op per shader family, each owning its variants, constants, WGSL and
+//!    dispatch size; checked, bound and recorded into the caller's encoder; the
+//!    [`KernelPolicy`].
+//! 5. [`tune`]: which matmul variant runs a shape on this adapter.
+//! 6. [`model`]: the block's step list run by the GPU plan, the CPU backend and the reference;
+//!    weights, fixtures, `check_ops`, MiniLM, the ViT; [`model::Placement`].
+//! 7. [`engine`]: what an app holds (a device and its kernel policy, or the host, and why),
+//!    which loads stacks and models; [`bench`](mod@bench): the kernel and stack benchmarks.
+//!
+//! The command line, its drawing and its tables live in `crates/resformer-cli`.
 //!
 //! ```
 //! use resformer::{kernels::residual_add::residual_add, Gpu, Tensor};
@@ -45,23 +49,21 @@ pub mod cpu;
 pub mod device;
 pub mod engine;
 pub mod error;
-pub mod heatmap;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod ops;
-pub mod raster;
 pub mod reference;
 pub mod rng;
 pub mod shaders;
 pub mod tensor;
 pub mod testing;
 pub mod tune;
-pub mod walkthrough;
 
-pub use device::{list_adapters, AdapterSummary, Gpu, GpuOptions};
-pub use engine::{Engine, EngineOptions};
+pub use device::{list_adapters, AdapterChoice, AdapterSummary, Gpu, GpuOptions};
+pub use engine::{Device, Engine, EngineOptions};
 pub use error::{Error, Result};
+pub use kernels::KernelPolicy;
 pub use tensor::{DType, Tensor};
 
 /// The README's Rust examples compile as doc tests, so the README shows the real API.

@@ -169,26 +169,7 @@ impl Tensor {
 
 /// Maps a MAP_READ buffer, copies its f32 contents out and unmaps it.
 pub(crate) fn read_mapped(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
-    Ok(bytemuck::pod_collect_to_vec(&read_mapped_bytes(gpu, staging)?))
-}
-
-/// Maps a MAP_READ buffer, copies its bytes out and unmaps it.
-pub(crate) fn read_mapped_bytes(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("buffer mapping was dropped".into()))?
-        .map_err(|e| Error::Gpu(format!("buffer mapping failed: {e}")))?;
-    let out = {
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("mapped range: {e}")))?;
-        view.to_vec()
-    };
-    staging.unmap();
-    gpu.check()?;
-    Ok(out)
+    Ok(bytemuck::pod_collect_to_vec(&crate::device::read_mapped_bytes(gpu, staging)?))
 }
 
 fn check_len(what: &'static str, len: usize, shape: &[usize]) -> Result<()> {

@@ -10,51 +10,33 @@
 //! writes the choice to a cache file keyed by adapter, driver and resformer
 //! version; later processes read it and time nothing.
 //!
-//! `RESFORMER_TUNE=off` uses [`MatmulTile::DEFAULT`] everywhere, `on` tunes even
-//! on software adapters, unset (or `auto`) tunes on hardware adapters only.
+//! The kernel policy's `tune` ([`KernelPolicy::tune`]): `Off` uses [`MatmulTile::DEFAULT`]
+//! everywhere, `On` tunes even on software adapters, `Auto` tunes on hardware adapters only.
 //! The cache is `$RESFORMER_CACHE_DIR/tune.json`, else
 //! `$XDG_CACHE_HOME/resformer/tune.json`, else `~/.cache/resformer/tune.json`.
+//!
+//! This layer sits above the kernels (as burn's autotuner sits above its launchers): the
+//! model's plans ask [`matmul_variant`] which variant runs, then bind it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::bench::{median, time_gpu};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{prepare_matmul_variant, Activation, MatmulVariant};
+use crate::kernels::{time_dispatches, Dispatch, KernelPolicy};
+use crate::ops::{median, Switch};
 use crate::rng::Rng;
 use crate::shaders::MatmulTile;
 use crate::tensor::{DType, Tensor};
 
-/// When the tuner times candidates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TuneMode {
-    /// Never: the built-in default tile.
-    Off,
-    /// On every adapter, software ones included.
-    On,
-    /// On hardware adapters (the default).
-    Auto,
-}
-
-impl TuneMode {
-    /// From `RESFORMER_TUNE` (`off`, `on`, `auto`; unset is `auto`).
-    pub fn from_env() -> TuneMode {
-        match std::env::var("RESFORMER_TUNE").as_deref() {
-            Ok("off") | Ok("0") => TuneMode::Off,
-            Ok("on") | Ok("1") => TuneMode::On,
-            _ => TuneMode::Auto,
-        }
-    }
-
-    /// Whether this mode tunes on `gpu`.
-    pub fn tunes(self, gpu: &Gpu) -> bool {
-        match self {
-            TuneMode::Off => false,
-            TuneMode::On => true,
-            TuneMode::Auto => !gpu.adapter().is_software(),
-        }
+/// Whether `tune` measures candidates on `gpu`.
+pub fn tunes(tune: Switch, gpu: &Gpu) -> bool {
+    match tune {
+        Switch::Off => false,
+        Switch::On => true,
+        Switch::Auto => !gpu.adapter().is_software(),
     }
 }
 
@@ -140,7 +122,7 @@ pub fn measure_matmul(
             continue;
         }
         let d = prepare_matmul_variant(gpu, variant, &x, &w, Some(&b), Activation::None, &out)?;
-        let (times, _) = time_gpu(gpu, std::slice::from_ref(&d), runs.max(1))?;
+        let (times, _) = time_dispatches(gpu, std::slice::from_ref(&d), runs.max(1))?;
         let ms = median(&times);
         rows.push(TuneRow { variant, ms, gflops: 2.0 * (m * n * k) as f64 / (ms.max(1e-9) * 1e6) });
     }
@@ -151,13 +133,52 @@ pub fn measure_matmul(
 /// Choices made or read in this process, per device key and class.
 static CHOICES: Mutex<Option<HashMap<String, HashMap<String, MatmulVariant>>>> = Mutex::new(None);
 
-/// The variant `prepare_matmul` uses for an (M, N, K) product on `gpu`: the cached choice of its
-/// class; else, when this adapter tunes ([`TuneMode`]), the fastest candidate measured now
-/// (and cached); else [`MatmulTile::DEFAULT`]. A failed measurement falls back to the default.
-pub fn matmul_variant(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulVariant {
+/// The variant that runs an (M, N, K) product with weights of `w_dtype` on `gpu` under
+/// `policy`: the policy's matmul when it names one; else the cooperative kernel for every shape
+/// under `coop: On` where it passed its self-test; else the device's fixed choice (the
+/// subgroup-8 kernel on lavapipe); else the cached choice of its class; else, when this
+/// adapter tunes ([`tunes`]), the fastest candidate measured now (and cached); else
+/// [`MatmulTile::DEFAULT`]. A failed measurement falls back to the default. Only the tiled
+/// family reads f16 weights: another choice becomes the default tile there.
+pub fn matmul_variant(gpu: &Gpu, policy: &KernelPolicy, (m, n, k): Shape, w_dtype: DType) -> MatmulVariant {
+    let chosen = if let Some(v) = policy.matmul {
+        v
+    } else if policy.coop == Switch::On && MatmulVariant::available(gpu).contains(&MatmulVariant::Coop) {
+        MatmulVariant::Coop
+    } else if let Some(v) = MatmulVariant::fixed_for_device(gpu) {
+        v
+    } else {
+        tuned(gpu, policy, m, n, k)
+    };
+    chosen.for_weights(w_dtype)
+}
+
+/// Binds out = act(x · wᵀ + bias) on the variant [`matmul_variant`] picks under `policy`.
+pub fn prepare_matmul(
+    gpu: &Gpu,
+    policy: &KernelPolicy,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    let (m, k) = match *x.shape() {
+        [.., m, k] => (m, k),
+        _ => (0, 0),
+    };
+    let n = match *w.shape() {
+        [.., n, _] => n,
+        _ => 0,
+    };
+    let variant = matmul_variant(gpu, policy, (m, n, k), w.dtype());
+    prepare_matmul_variant(gpu, variant, x, w, bias, act, out)
+}
+
+/// The tuner's choice for the class of (M, N, K): cached, measured now, or the default tile.
+fn tuned(gpu: &Gpu, policy: &KernelPolicy, m: usize, n: usize, k: usize) -> MatmulVariant {
     let default = MatmulVariant::Tiled(MatmulTile::DEFAULT);
-    let mode = TuneMode::from_env();
-    if mode == TuneMode::Off {
+    if policy.tune == Switch::Off {
         return default;
     }
     let (key, class) = (device_key(gpu), matmul_class(m, n, k));
@@ -166,7 +187,7 @@ pub fn matmul_variant(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulVariant 
     if let Some(t) = choices.get(&key).and_then(|c| c.get(&class)) {
         return *t;
     }
-    if !mode.tunes(gpu) {
+    if !tunes(policy.tune, gpu) {
         return default;
     }
     let started = std::time::Instant::now();
@@ -175,7 +196,7 @@ pub fn matmul_variant(gpu: &Gpu, m: usize, n: usize, k: usize) -> MatmulVariant 
         _ => default,
     };
     eprintln!(
-        "resformer: tuned {class} on {}: {} ({:.0} ms; cached, RESFORMER_TUNE=off skips)",
+        "resformer: tuned {class} on {}: {} ({:.0} ms; cached; the kernel policy's tune=off, RESFORMER_TUNE=off, skips)",
         gpu.adapter().name,
         tile.name(),
         started.elapsed().as_secs_f64() * 1e3

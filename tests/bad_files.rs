@@ -1,8 +1,8 @@
-//! Malformed weight and input files, and bad arguments: each ends in an error
-//! that names the tensor or argument and what was expected; never a panic.
+//! Malformed weight and input files and bad configurations: each ends in an error that
+//! names the tensor or argument and what was expected; never a panic. (The command line's
+//! one-line errors are tested in crates/resformer-cli/tests/cli.rs.)
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use resformer::model::io::{write_f32, TensorFile};
 use resformer::model::{BlockConfig, StackWeights};
@@ -136,115 +136,4 @@ fn heads_that_do_not_divide_embed_or_zero_heads_are_errors() {
     );
     let e = BlockConfig::new(30, 0, 8).validate().unwrap_err();
     assert!(e.to_string().contains("heads must be at least 1"), "{e}");
-}
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("run resformer");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-/// Exits non-zero with one line on stderr that contains `needle`, and no panic.
-fn assert_cli_error(args: &[&str], needle: &str) {
-    let (code, _, err) = cli(args);
-    assert_ne!(code, 0, "{args:?} succeeded");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    let last = err.lines().last().unwrap_or("");
-    assert!(last.starts_with("error: ") && last.contains(needle), "{args:?}: {err}");
-}
-
-#[test]
-fn cli_run_reports_bad_files_and_arguments_in_one_line() {
-    let w = tmp("cli-w.safetensors");
-    StackWeights::random(3, 1, 8, 16).save(&w, "").unwrap();
-    let x = tmp("cli-x.safetensors");
-    write_f32(&x, &[("input", &[3, 2, 8], &[0.5; 48])]).unwrap();
-    let x_wrong = tmp("cli-x-wrong.safetensors");
-    write_f32(&x_wrong, &[("input", &[3, 2, 6], &[0.5; 36])]).unwrap();
-    let no_input = tmp("cli-no-input.safetensors");
-    write_f32(&no_input, &[("x", &[3, 8], &[0.5; 24])]).unwrap();
-    let garbage = tmp("cli-garbage.safetensors");
-    std::fs::write(&garbage, b"garbage").unwrap();
-    let (w, x, x_wrong, no_input, garbage) = (
-        w.to_str().unwrap(),
-        x.to_str().unwrap(),
-        x_wrong.to_str().unwrap(),
-        no_input.to_str().unwrap(),
-        garbage.to_str().unwrap(),
-    );
-    let base = ["run", "--backend", "cpu", "--runs", "1"];
-    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
-    let run = |extra: &[&str], needle: &str| {
-        let a = with(extra);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        assert_cli_error(&a, needle);
-    };
-    run(&["--weights", w, "--input", x, "--heads", "3"], "heads 3 do not divide embed 8");
-    run(&["--weights", w, "--input", x, "--heads", "0"], "heads must be at least 1");
-    run(&["--weights", w, "--input", x_wrong, "--heads", "2"], "`input` has embed 6");
-    run(&["--weights", w, "--input", no_input, "--heads", "2"], "no tensor named `input`");
-    run(&["--weights", garbage, "--input", x, "--heads", "2"], "not a valid safetensors file");
-    run(&["--weights", "/nonexistent/w.safetensors", "--input", x, "--heads", "2"], "/nonexistent/w.safetensors");
-    run(&["--weights", w, "--input", x], "--heads is required");
-    run(&["--weights", w], "--weights and --input go together");
-    run(&["--embed", "abc"], "invalid value 'abc' for '--embed <EMBED>'");
-    run(&["--frobnicate"], "unexpected argument '--frobnicate'");
-    run(&["--weights", w, "--input", x, "--heads", "2", "--prefix", "blocks."], "is the prefix right? (--prefix)");
-
-    assert_cli_error(&["run", "--backend", "nope"], "expected auto, gpu, cpu or reference, got \"nope\"");
-
-    // and the good case runs on the CPU backend and writes `output`
-    let y = tmp("cli-y.safetensors");
-    let (code, out, err) = cli(&with(&["--weights", w, "--input", x, "--heads", "2", "--output", y.to_str().unwrap()])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>());
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("backend: CPU backend"), "{out}");
-    assert_eq!(TensorFile::open(&y).unwrap().get("output").unwrap().shape, vec![3, 2, 8]);
-}
-
-#[test]
-fn cli_auto_falls_back_to_the_cpu_backend_when_no_adapter_exists() {
-    // no Metal adapter exists on Linux (or anywhere off Apple): auto must say it runs on the CPU
-    let run = |backend: &str| {
-        Command::new(env!("CARGO_BIN_EXE_resformer"))
-            .args(["run", "--layers", "1", "--embed", "16", "--heads", "2", "--ff", "32", "--seq", "5", "--batch", "2"])
-            .args(["--runs", "1", "--backend", backend])
-            .env("WGPU_BACKEND", if cfg!(target_os = "macos") { "dx12" } else { "metal" })
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-            .output()
-            .unwrap()
-    };
-    let auto = run("auto");
-    let out = String::from_utf8_lossy(&auto.stdout);
-    assert!(auto.status.success() && out.contains("backend: CPU backend") && out.contains("no hardware GPU"), "{out}");
-    let reference = run("reference");
-    let out = String::from_utf8_lossy(&reference.stdout);
-    assert!(reference.status.success() && out.contains("backend: CPU reference path"), "{out}");
-    let gpu = run("gpu");
-    let err = String::from_utf8_lossy(&gpu.stderr);
-    assert!(!gpu.status.success() && err.contains("no GPU or software adapter found"), "{err}");
-}
-
-#[test]
-fn cli_help_and_version_come_from_the_definitions() {
-    let (code, out, _) = cli(&["--version"]);
-    assert_eq!((code, out.trim()), (0, concat!("resformer ", env!("CARGO_PKG_VERSION"))));
-    let (code, out, _) = cli(&["--help"]);
-    assert_eq!(code, 0);
-    for cmd in ["run", "attention", "embed", "classify", "bench", "tune", "parity", "devices"] {
-        assert!(out.contains(&format!("  {cmd} ")), "--help lists {cmd}: {out}");
-    }
-    let (code, out, _) = cli(&["run", "--help"]);
-    assert!(code == 0 && out.contains("--check-ops") && out.contains("--backend <BACKEND>"), "{out}");
-    let (code, _, err) = cli(&[]);
-    assert_eq!((code, err.trim()), (2, "error: no command given (try --help)"));
 }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use resformer::model::cpu::HostKernels;
 use resformer::model::fixture::{load_dir, Fixture, PYTORCH_ATOL};
-use resformer::model::{cpu, Backend, BlockConfig, GpuStack, Precision};
+use resformer::model::host::HostKernels;
+use resformer::model::{host as cpu, BlockConfig, GpuStack, Precision};
 use resformer::testing::{assert_close, compare, shared_gpu, Tol};
-use resformer::{Engine, EngineOptions};
+use resformer::{Device, Engine, EngineOptions};
 
 /// PyTorch computed the fixtures in f64; f32 kernels over up to 3 blocks stay within this.
 const PYTORCH_TOL: Tol = Tol { atol: PYTORCH_ATOL, rtol: 0.0 };
@@ -52,7 +52,7 @@ fn the_f16_mode_is_within_its_tolerance_of_pytorch_and_tight_to_its_own_referenc
         assert_close(&format!("f16 mode vs PyTorch f32 {}", f.name), &want, &f.output, tol16);
         worst.0 = worst.0.max(compare(&want, &f.output, tol16).max_abs);
         // the CPU backend and the GPU compute that function
-        let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
+        let engine = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap();
         let got = engine.load_stack(f.weights.clone(), cfg).unwrap().forward(&f.input, seq, batch, pad).unwrap();
         assert_close(&format!("cpu backend f16 {}", f.name), &got, &want, CPU_BACKEND_TOL);
         if let Some(gpu) = shared_gpu().filter(|g| g.features().contains(wgpu::Features::SHADER_F16)) {

@@ -2,12 +2,12 @@
 //! stack is right, and the first wrong step named exactly when one is not, on the GPU plan
 //! and on the CPU backend.
 
-use resformer::model::{Backend, BlockConfig, GpuStack, Stack, StackWeights};
+use resformer::model::{BlockConfig, GpuStack, Stack, StackWeights};
 use resformer::testing::{shared_gpu, Rng};
-use resformer::{Engine, EngineOptions};
+use resformer::{Device, Engine, EngineOptions};
 
 fn stacks(w: &StackWeights, cfg: BlockConfig) -> Vec<Stack> {
-    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
+    let engine = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap();
     let mut v = vec![engine.load_stack(w.clone(), cfg).unwrap()];
     if let Some(gpu) = shared_gpu() {
         v.push(Stack::Gpu(GpuStack::new(gpu.clone(), w, cfg).unwrap()));

@@ -6,9 +6,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use resformer::model::io::TensorFile;
-use resformer::model::{Backend, BlockConfig, StackWeights};
+use resformer::model::{BlockConfig, StackWeights};
 use resformer::testing::Rng;
-use resformer::{Engine, EngineOptions};
+use resformer::{Device, Engine, EngineOptions};
 
 /// Records the largest single allocation, to catch a header that makes the loader reserve gigabytes.
 struct Counting;
@@ -100,7 +100,7 @@ fn ten_thousand_mutated_weight_files_never_panic() {
     let good = std::fs::read(&path).unwrap();
     let mut rng = Rng::new(2026);
     let (mut ok, mut errors) = (0, 0);
-    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
+    let engine = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap();
     for case in 0..CASES {
         let bytes = mutate(&mut rng, &good);
         let len = bytes.len();

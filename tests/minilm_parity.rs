@@ -6,9 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use resformer::model::io::TensorFile;
-use resformer::model::minilm::SentenceEmbedder;
-use resformer::model::Backend;
 use resformer::testing::shared_gpu;
+use resformer::{Device, Engine, EngineOptions};
 
 const MIN_COSINE: f32 = 0.9999;
 const MAX_ABS: f32 = 1e-4;
@@ -49,7 +48,7 @@ fn assert_matches(what: &str, got: &[f32], want: &[f32]) {
 #[test]
 fn minilm_token_ids_match_sentence_transformers() {
     let Some(dir) = model_dir() else { return };
-    let model = SentenceEmbedder::from_dir(&dir, Backend::Cpu).unwrap();
+    let model = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap().load_minilm(&dir).unwrap();
     let exp = expected();
     for (s, ids) in exp.sentences.iter().zip(&exp.ids) {
         assert_eq!(&model.tokenize(s).unwrap(), ids, "{s:?}");
@@ -60,7 +59,7 @@ fn minilm_token_ids_match_sentence_transformers() {
 #[test]
 fn minilm_cpu_path_matches_sentence_transformers() {
     let Some(dir) = model_dir() else { return };
-    let model = SentenceEmbedder::from_dir(&dir, Backend::Cpu).unwrap();
+    let model = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap().load_minilm(&dir).unwrap();
     let exp = expected();
     for (s, want) in exp.sentences.iter().zip(&exp.embeddings) {
         let got = model.embed(&[s]).unwrap();
@@ -72,7 +71,7 @@ fn minilm_cpu_path_matches_sentence_transformers() {
 fn minilm_gpu_path_matches_sentence_transformers_batched_and_alone() {
     let Some(dir) = model_dir() else { return };
     let Some(gpu) = shared_gpu() else { return };
-    let model = SentenceEmbedder::from_dir_on(&dir, gpu.clone()).unwrap();
+    let model = Engine::from_gpu(gpu.clone()).load_minilm(&dir).unwrap();
     let exp = expected();
     // one at a time: every sentence, the truncated one included
     let alone: Vec<Vec<f32>> = exp.sentences.iter().map(|s| model.embed(&[s]).unwrap().remove(0)).collect();
@@ -89,26 +88,4 @@ fn minilm_gpu_path_matches_sentence_transformers_batched_and_alone() {
         let diff = got.iter().zip(&alone[i]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(diff <= 1e-5, "batched vs alone {:?}: {diff:.2e}", exp.sentences[i]);
     }
-}
-
-#[test]
-fn minilm_walkthrough_uses_real_tokens_and_head_weights() {
-    let Some(dir) = model_dir() else { return };
-    let w = resformer::model::minilm::walkthrough(&dir, "I love deep learning", 3).unwrap();
-    assert_eq!(w.tokens, ["[CLS]", "i", "love", "deep", "learning", "[SEP]"]);
-    assert_eq!((w.embed, w.dim), (384, 32));
-    let want = w.weights_cpu();
-    if let Some(gpu) = shared_gpu() {
-        let got = w.weights_gpu(gpu).unwrap();
-        resformer::testing::assert_close(
-            "minilm walkthrough",
-            &got,
-            &want,
-            resformer::testing::Tol { atol: 1e-5, rtol: 1e-4 },
-        );
-    }
-    for row in want.chunks(6) {
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-    }
-    assert!(resformer::model::minilm::walkthrough(&dir, "x", 12).is_err(), "head 12 of 12 must be refused");
 }

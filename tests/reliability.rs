@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use resformer::model::cpu::HostKernels;
 use resformer::model::gpu::MAX_PLANS;
-use resformer::model::{cpu, Backend, BlockConfig, GpuStack, Stack, StackWeights};
+use resformer::model::host::HostKernels;
+use resformer::model::{host as cpu, BlockConfig, GpuStack, Stack, StackWeights};
 use resformer::testing::{assert_close, gpu_with, shared_gpu, Rng, Tol};
-use resformer::{Engine, EngineOptions, Error, Gpu, GpuOptions};
+use resformer::{Device, Engine, EngineOptions, Error, Gpu, GpuOptions};
 
 fn small_cfg() -> (StackWeights, BlockConfig) {
     (StackWeights::random(11, 2, 16, 32), BlockConfig::new(16, 2, 32))
@@ -216,10 +216,10 @@ fn the_engine_runs_the_same_stack_on_the_cpu_backend_and_the_reference() {
     let (w, cfg) = small_cfg();
     let x = Rng::new(4).vec(3 * 2 * 16, -1.0, 1.0);
     let want = cpu::forward(&w, &cfg, &x, 3, 2, None);
-    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Reference, ..Default::default() }).unwrap();
+    let engine = Engine::new_blocking(EngineOptions::on(Device::Reference)).unwrap();
     assert!(engine.gpu().is_none() && engine.choice().contains("reference"), "{}", engine.choice());
     assert_eq!(engine.load_stack(w.clone(), cfg).unwrap().forward(&x, 3, 2, None).unwrap(), want);
-    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
+    let engine = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap();
     assert!(engine.gpu().is_none() && engine.choice().starts_with("CPU backend"), "{}", engine.choice());
     let y = engine.load_stack(w, cfg).unwrap().forward(&x, 3, 2, None).unwrap();
     assert_close("cpu backend", &y, &want, Tol { atol: 1e-5, rtol: 0.0 });
@@ -230,8 +230,8 @@ fn bad_input_gets_the_same_errors_on_every_backend() {
     // the checks live in front of every path: wrong length, wrong mask, zero sizes
     let (w, cfg) = small_cfg();
     let mut stacks = Vec::new();
-    for backend in [Backend::Cpu, Backend::Reference] {
-        let engine = Engine::new_blocking(EngineOptions { backend, ..Default::default() }).unwrap();
+    for backend in [Device::Cpu, Device::Reference] {
+        let engine = Engine::new_blocking(EngineOptions::on(backend)).unwrap();
         stacks.push(engine.load_stack(w.clone(), cfg).unwrap());
     }
     if let Some(gpu) = shared_gpu() {

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use resformer::metrics::Report;
 use resformer::model::io::TensorFile;
-use resformer::model::vit::{test_split, Digits, VitClassifier};
-use resformer::model::Backend;
+use resformer::model::vit::{test_split, Digits};
 use resformer::testing::{assert_close, shared_gpu, Tol};
+use resformer::Device;
 use resformer::{Engine, EngineOptions};
 
 /// PyTorch computed the logits in f64; f32 kernels through 4 blocks stay well within this.
@@ -48,9 +48,9 @@ fn expected() -> Expected {
 }
 
 fn engines() -> Vec<Engine> {
-    let mut v: Vec<Engine> = [Backend::Cpu, Backend::Reference]
+    let mut v: Vec<Engine> = [Device::Cpu, Device::Reference]
         .into_iter()
-        .map(|backend| Engine::new_blocking(EngineOptions { backend, ..Default::default() }).unwrap())
+        .map(|backend| Engine::new_blocking(EngineOptions::on(backend)).unwrap())
         .collect();
     if let Some(gpu) = shared_gpu() {
         v.push(Engine::from_gpu(gpu.clone()));
@@ -69,7 +69,7 @@ fn vit_logits_and_predictions_match_pytorch_on_the_whole_test_split() {
     let labels: Vec<usize> = split.iter().map(|&i| digits.labels[i]).collect();
     assert_eq!(labels, want.labels, "the data set's labels are the ones the model was scored on");
     for engine in engines() {
-        let model = VitClassifier::load(&dir, &engine).unwrap();
+        let model = engine.load_vit(&dir).unwrap();
         let logits = model.logits(&images).unwrap();
         assert_close(&format!("vit logits on {}", engine.choice()), &logits, &want.logits, LOGITS_TOL);
         let predicted = model.predict(&images).unwrap();
@@ -102,11 +102,11 @@ fn the_metrics_agree_with_scikit_learns_classification_report() {
 
 #[test]
 fn a_bad_image_or_model_directory_is_an_error_not_a_panic() {
-    let engine = Engine::new_blocking(EngineOptions { backend: Backend::Cpu, ..Default::default() }).unwrap();
-    let model = VitClassifier::load(&root().join("assets/vit-digits"), &engine).unwrap();
+    let engine = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap();
+    let model = engine.load_vit(&root().join("assets/vit-digits")).unwrap();
     let e = model.logits(&[&[0.0; 63]]).unwrap_err().to_string();
     assert!(e.contains("63 pixels"), "{e}");
-    let e = VitClassifier::load(Path::new("/nonexistent"), &engine).err().unwrap().to_string();
+    let e = engine.load_vit(Path::new("/nonexistent")).err().unwrap().to_string();
     assert!(e.contains("/nonexistent/config.json"), "{e}");
     assert!(model.class_attention(&[0.0; 64], 99).is_err());
 }

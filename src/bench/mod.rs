@@ -7,14 +7,15 @@
 //! The cases live in benches/cases.json, which scripts/torch_baseline.py reads
 //! too; rows are matched by (kernel, shape) for `--compare`.
 
+//!
+//! The printed table and `--compare` belong to the command line (`crates/resformer-cli`).
+
 mod cases;
 mod peak;
+mod row;
 mod run;
-mod table;
-mod timing;
 
 pub use cases::{cases, Case, Sizes, KERNELS};
 pub use peak::{peak, Peak};
+pub use row::Row;
 pub use run::run_case;
-pub use table::{compare, table, Row};
-pub use timing::{median, time_gpu};

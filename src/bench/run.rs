@@ -4,27 +4,41 @@ use std::sync::Arc;
 
 use super::cases::Case;
 use super::peak::Peak;
-use super::table::Row;
-use super::timing::{median, time_cpu, time_gpu};
+use super::row::Row;
+use crate::device::timing::time_cpu;
 use crate::device::Gpu;
-use crate::error::Result;
-use crate::kernels::attention::{prepare_attention, AttentionConfig};
-use crate::kernels::layernorm::prepare_layernorm;
-use crate::kernels::matmul::{prepare_matmul, Activation, MatmulShape};
+use crate::error::{Error, Result};
+use crate::kernels::attention::{prepare_attention_variant, AttentionConfig, AttentionVariant};
+use crate::kernels::layernorm::{prepare_layernorm_variant, LayernormVariant};
+use crate::kernels::matmul::{Activation, MatmulShape};
 use crate::kernels::residual_add::prepare_residual_add;
-use crate::model::cpu::HostKernels;
-use crate::model::{cpu, BlockConfig, GpuStack, StackWeights};
+use crate::kernels::{time_dispatches as time_gpu, KernelPolicy};
+use crate::model::host::{self as cpu, HostKernels};
+use crate::model::{BlockConfig, GpuStack, StackWeights};
+use crate::ops::median;
 use crate::reference;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use crate::tune::prepare_matmul;
 
 fn rng_tensor(gpu: &Gpu, rng: &mut Rng, shape: &[usize]) -> Result<(Tensor, Vec<f32>)> {
     let data = rng.vec(shape.iter().product(), -1.0, 1.0);
     Ok((Tensor::from_f32(gpu, shape, &data)?, data))
 }
 
-/// Runs one case: GPU, CPU reference (when its cost is under `cpu_budget` FLOP), fast CPU (matmul).
-pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak: &Peak) -> Result<Row> {
+/// Runs one case: GPU (the kernels `policy` picks, as an engine would), CPU reference (when
+/// its cost is under `cpu_budget` FLOP), fast CPU (matmul). `runs` must be at least 1.
+pub fn run_case(
+    gpu: &Arc<Gpu>,
+    policy: &KernelPolicy,
+    case: &Case,
+    runs: usize,
+    cpu_budget: f64,
+    peak: &Peak,
+) -> Result<Row> {
+    if runs == 0 {
+        return Err(Error::InvalidArgument { op: "bench", what: "runs must be at least 1".into() });
+    }
     let mut rng = Rng::new(7);
     let with_cpu = case.cpu_cost() <= cpu_budget;
     // the CPU backend is ~50x the reference's speed: it gets 50x the budget
@@ -46,7 +60,7 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let (w, wd) = rng_tensor(gpu, &mut rng, &[n, k])?;
             let (b, bd) = rng_tensor(gpu, &mut rng, &[n])?;
             let out = Tensor::empty(gpu, &[m, n], crate::DType::F32)?;
-            let d = prepare_matmul(gpu, &x, &w, Some(&b), Activation::None, &out)?;
+            let d = prepare_matmul(gpu, policy, &x, &w, Some(&b), Activation::None, &out)?;
             let (t, clock) = time_gpu(gpu, std::slice::from_ref(&d), runs)?;
             let mut o = vec![0.0; m * n];
             if case.cpu_cost() <= cpu_budget * 50.0 {
@@ -99,7 +113,8 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let cfg = AttentionConfig { batch, seq, heads, head_dim, batch_first: false, causal: false };
             let (qkv, qd) = rng_tensor(gpu, &mut rng, &[cfg.tokens(), 3 * cfg.embed()])?;
             let out = Tensor::empty(gpu, &[cfg.tokens(), cfg.embed()], crate::DType::F32)?;
-            let d = prepare_attention(gpu, &qkv, None, &cfg, &out)?;
+            let v = AttentionVariant::choose(gpu, policy.attention)?;
+            let d = prepare_attention_variant(gpu, v, &qkv, None, &cfg, &out)?;
             let (t, clock) = time_gpu(gpu, std::slice::from_ref(&d), runs)?;
             let mut o = vec![0.0; cfg.tokens() * cfg.embed()];
             backend_ms = with_backend.then(|| time_cpu(|| crate::cpu::attention::attention(&mut o, &qd, None, &cfg)));
@@ -112,7 +127,8 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
             let (g, gd) = rng_tensor(gpu, &mut rng, &[cols])?;
             let (b, bd) = rng_tensor(gpu, &mut rng, &[cols])?;
             let out = Tensor::empty(gpu, &[rows, cols], crate::DType::F32)?;
-            let d = prepare_layernorm(gpu, &x, Some(&r), &g, &b, BlockConfig::DEFAULT_EPS, &out)?;
+            let v = LayernormVariant::choose(gpu, policy.layernorm, cols)?;
+            let d = prepare_layernorm_variant(gpu, v, &x, Some(&r), &g, &b, BlockConfig::DEFAULT_EPS, &out)?;
             let (t, clock) = time_gpu(gpu, std::slice::from_ref(&d), runs)?;
             let mut o = vec![0.0; rows * cols];
             backend_ms = with_backend.then(|| {
@@ -159,7 +175,7 @@ pub fn run_case(gpu: &Arc<Gpu>, case: &Case, runs: usize, cpu_budget: f64, peak:
         Case::Stack { layers, embed, heads, ff, seq, batch } => {
             let cfg = BlockConfig::new(embed, heads, ff);
             let weights = StackWeights::random(3, layers, embed, ff);
-            let stack = GpuStack::new(gpu.clone(), &weights, cfg)?;
+            let stack = GpuStack::with_policy(gpu.clone(), &weights, cfg, policy.clone())?;
             let x = rng.vec(seq * batch * embed, -1.0, 1.0);
             stack.forward(&x, seq, batch, None)?; // builds the plan
             let (t, clock) = stack.with_plan(seq, batch, false, |d| time_gpu(gpu, d, runs))??;

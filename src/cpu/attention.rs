@@ -129,7 +129,8 @@ pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &At
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, Rng, Tol};
+    use crate::ops::{assert_close, Tol};
+    use crate::rng::Rng;
 
     /// f32 softmax and sums against the f64 reference.
     const ATTENTION_TOL: Tol = Tol { atol: 3e-5, rtol: 1e-4 };

@@ -52,7 +52,8 @@ fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{assert_close, Rng, Tol};
+    use crate::ops::{assert_close, Tol};
+    use crate::rng::Rng;
 
     /// f32 normalise-scale-shift after f64 statistics; x + residual rounded to f32 first.
     const LAYERNORM_TOL: Tol = Tol { atol: 2e-5, rtol: 2e-5 };

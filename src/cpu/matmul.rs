@@ -54,7 +54,8 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, Rng, Tol};
+    use crate::ops::{assert_close, Tol};
+    use crate::rng::Rng;
 
     /// f32 sums in sgemm's blocked order against f64 sums.
     const MATMUL_TOL: Tol = Tol { atol: 2e-5, rtol: 1e-4 };

@@ -21,7 +21,7 @@ pub fn residual_add(out: &mut [f32], a: &[f32], b: &[f32]) {
 mod tests {
     #[test]
     fn cpu_residual_add_matches_reference_exactly() {
-        let mut rng = crate::testing::Rng::new(22);
+        let mut rng = crate::rng::Rng::new(22);
         for len in [1usize, 7, (1 << 18) + 3, 3 << 18] {
             let (a, b) = (rng.vec(len, -10.0, 10.0), rng.vec(len, -10.0, 10.0));
             let (mut got, mut want) = (vec![f32::NAN; len], vec![0.0; len]);

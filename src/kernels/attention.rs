@@ -9,23 +9,34 @@
 use super::{check_groups, check_operand, dispatch, expect_shape, Dispatch};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::shaders::Shader;
-use crate::shaders::{consts, flash_keys_per_tile};
+use crate::shaders::consts::{MAX_HEAD_DIM as DMAX, SUBGROUP8};
+use crate::shaders::{Prelude, Shader};
 
-pub use crate::ops::AttentionConfig;
+pub use crate::ops::{AttentionConfig, MAX_HEAD_DIM};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "attention";
-/// Query rows per workgroup (BQ in shaders/attention_tiled.wgsl).
-const BLOCK_Q: usize = consts::ATTENTION_QUERIES as usize;
-/// Query rows per workgroup of the flash kernel (BQ in shaders/attention_flash.wgsl).
-const FLASH_BLOCK_Q: usize = consts::FLASH_QUERIES as usize;
-/// Largest head dim the kernel holds in registers (DMAX in shaders/attention_tiled.wgsl).
-pub const MAX_HEAD_DIM: usize = consts::MAX_HEAD_DIM as usize;
-/// Keys staged per step (BK in shaders/attention_tiled.wgsl).
-const BLOCK_K: usize = consts::ATTENTION_KEYS as usize;
-/// Workgroup memory of the kernel: K and V tiles of BK x DMAX f32.
-const WORKGROUP_BYTES: u64 = (2 * BLOCK_K * MAX_HEAD_DIM * 4) as u64;
+/// shaders/attention_tiled.wgsl: queries per workgroup (BQ).
+const TILED_QUERIES: u32 = 64;
+/// shaders/attention_tiled.wgsl: keys per staged tile (BK).
+const TILED_KEYS: u32 = 16;
+/// shaders/attention_flash.wgsl: queries per workgroup, four lanes each (BQ).
+const FLASH_QUERIES: u32 = 64;
+/// Lanes per query of the flash kernel.
+const FLASH_LANES: u32 = 4;
+/// The flash kernel's builds: the largest head dim each holds (multiples of 16).
+const FLASH_DMAX: [u32; 3] = [32, 64, 128];
+
+/// Keys per staged tile of the flash attention for head dims up to `dmax` (BKV there): 64, or
+/// fewer so that the K and V tiles (2 · BKV · DMAX f32) fit 32 KiB.
+fn flash_keys_per_tile(dmax: u32) -> u32 {
+    (4096 / dmax).min(64)
+}
+
+/// Workgroup memory of the flash build for `dmax`: K and V tiles of BKV x DMAX f32, as vec4.
+fn flash_workgroup_bytes(dmax: u32) -> u64 {
+    2 * 16 * (flash_keys_per_tile(dmax) * dmax / 4) as u64
+}
 
 /// Which attention shader runs. Every variant honours the contract of shaders/attention_tiled.wgsl and
 /// runs the same parity tests.
@@ -42,15 +53,32 @@ pub enum AttentionVariant {
 }
 
 impl AttentionVariant {
+    /// Every variant, in the order of their names in errors and help.
+    pub const ALL: [AttentionVariant; 3] =
+        [AttentionVariant::Tiled, AttentionVariant::Flash, AttentionVariant::Subgroup8];
+
+    /// The name in `RESFORMER_ATTENTION`, policies and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionVariant::Tiled => "tiled",
+            AttentionVariant::Flash => "flash",
+            AttentionVariant::Subgroup8 => "subgroup8",
+        }
+    }
+
+    /// The variant of that name.
+    pub fn parse(s: &str) -> Option<AttentionVariant> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
     /// Variants this device can run.
     pub fn available(gpu: &Gpu) -> Vec<AttentionVariant> {
         let mut v = vec![AttentionVariant::Tiled];
         let subgroups = gpu.features().contains(wgpu::Features::SUBGROUP);
-        let flash_bytes = 2 * 16 * flash_keys_per_tile(MAX_HEAD_DIM as u32) as u64 * MAX_HEAD_DIM as u64 / 4;
         if subgroups
-            && gpu.adapter().subgroup_sizes.0 >= 4
-            && gpu.limits().max_compute_invocations_per_workgroup >= 4 * consts::FLASH_QUERIES
-            && gpu.limits().max_compute_workgroup_storage_size as u64 >= flash_bytes
+            && gpu.adapter().subgroup_sizes.0 >= FLASH_LANES
+            && gpu.limits().max_compute_invocations_per_workgroup >= FLASH_LANES * FLASH_QUERIES
+            && gpu.limits().max_compute_workgroup_storage_size as u64 >= flash_workgroup_bytes(DMAX)
         {
             v.push(AttentionVariant::Flash);
         }
@@ -60,32 +88,68 @@ impl AttentionVariant {
         v
     }
 
-    /// The variant [`prepare_attention`] runs: `RESFORMER_ATTENTION=tiled|flash|subgroup8` when
-    /// set and available; else the subgroup-8 kernel on software adapters that can run it; else
-    /// flash where subgroups allow; else tiled.
-    pub fn for_device(gpu: &Gpu) -> AttentionVariant {
+    /// The automatic choice, made once per device: the subgroup-8 kernel on software adapters
+    /// that can run it; else flash where subgroups allow; else tiled.
+    pub fn auto(gpu: &Gpu) -> AttentionVariant {
         /// The choice, made once per device.
         struct Chosen(AttentionVariant);
-        gpu.memo(|| Chosen(Self::choose(gpu))).0
+        gpu.memo(|| {
+            let available = Self::available(gpu);
+            Chosen(if gpu.adapter().is_software() && available.contains(&AttentionVariant::Subgroup8) {
+                AttentionVariant::Subgroup8
+            } else if available.contains(&AttentionVariant::Flash) {
+                AttentionVariant::Flash
+            } else {
+                AttentionVariant::Tiled
+            })
+        })
+        .0
     }
 
-    fn choose(gpu: &Gpu) -> AttentionVariant {
-        let available = Self::available(gpu);
-        let wanted = match std::env::var("RESFORMER_ATTENTION").as_deref() {
-            Ok("tiled") => Some(AttentionVariant::Tiled),
-            Ok("flash") => Some(AttentionVariant::Flash),
-            Ok("subgroup8") => Some(AttentionVariant::Subgroup8),
-            _ => None,
-        };
+    /// `wanted` (a kernel policy's choice), which must be available here; else [`Self::auto`].
+    pub fn choose(gpu: &Gpu, wanted: Option<AttentionVariant>) -> Result<AttentionVariant> {
         match wanted {
-            Some(v) if available.contains(&v) => v,
-            _ if gpu.adapter().is_software() && available.contains(&AttentionVariant::Subgroup8) => {
-                AttentionVariant::Subgroup8
-            }
-            _ if available.contains(&AttentionVariant::Flash) => AttentionVariant::Flash,
-            _ => AttentionVariant::Tiled,
+            None => Ok(Self::auto(gpu)),
+            Some(v) => super::require_available(gpu, OP, v, &Self::available(gpu), Self::name),
         }
     }
+
+    /// (shader, queries per workgroup, workgroup memory) for heads of `head_dim`.
+    fn shader(self, head_dim: usize) -> (Shader, u32, u64) {
+        let io = include_str!("../../shaders/attention_io.wgsl");
+        match self {
+            AttentionVariant::Tiled => {
+                let p = Prelude::new().u32("BQ", TILED_QUERIES).u32("BK", TILED_KEYS).u32("DMAX", DMAX).neg_big();
+                let bytes = (2 * TILED_KEYS * DMAX * 4) as u64;
+                let body = [include_str!("../../shaders/attention_tiled.wgsl"), io];
+                (Shader::new("attention_tiled", "", p, &body), TILED_QUERIES, bytes)
+            }
+            AttentionVariant::Flash => {
+                // the smallest build that holds the head dim: no FMAs on padding past it
+                let dmax = FLASH_DMAX.into_iter().find(|&d| head_dim <= d as usize).unwrap_or(DMAX);
+                let p = Prelude::new()
+                    .u32("DMAX", dmax)
+                    .u32("BKV", flash_keys_per_tile(dmax))
+                    .u32("BQ", FLASH_QUERIES)
+                    .neg_big();
+                let body = [include_str!("../../shaders/attention_flash.wgsl"), io];
+                let shader = Shader::new("attention_flash", format!("dmax{dmax}"), p, &body);
+                (shader, FLASH_QUERIES, flash_workgroup_bytes(dmax))
+            }
+            AttentionVariant::Subgroup8 => {
+                let p = Prelude::new().u32("SG", SUBGROUP8).u32("DMAX", DMAX).neg_big();
+                let body = [include_str!("../../shaders/attention_subgroup8.wgsl"), io];
+                (Shader::new("attention_subgroup8", "", p, &body), SUBGROUP8, 0)
+            }
+        }
+    }
+}
+
+/// Every build of every variant (the naga tests validate each).
+pub fn shaders() -> Vec<Shader> {
+    let mut v = vec![AttentionVariant::Tiled.shader(64).0, AttentionVariant::Subgroup8.shader(64).0];
+    v.extend(FLASH_DMAX.map(|d| AttentionVariant::Flash.shader(d as usize).0));
+    v
 }
 
 /// = WGSL `struct Params` in shaders/attention_tiled.wgsl.
@@ -115,7 +179,7 @@ pub fn prepare_attention(
     cfg: &AttentionConfig,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    prepare_attention_variant(gpu, AttentionVariant::for_device(gpu), qkv, key_pad, cfg, out)
+    prepare_attention_variant(gpu, AttentionVariant::auto(gpu), qkv, key_pad, cfg, out)
 }
 
 /// [`prepare_attention`] with an explicit shader (it must be in [`AttentionVariant::available`]).
@@ -127,23 +191,8 @@ pub fn prepare_attention_variant(
     cfg: &AttentionConfig,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    if !AttentionVariant::available(gpu).contains(&variant) {
-        return Err(Error::InvalidArgument {
-            op: OP,
-            what: format!("variant {variant:?} is not available on this device"),
-        });
-    }
-    // (shader, queries per workgroup, workgroup memory)
-    let (shader, block_q, workgroup_bytes) = match variant {
-        AttentionVariant::Tiled => (Shader::AttentionTiled, BLOCK_Q, WORKGROUP_BYTES),
-        AttentionVariant::Flash => {
-            // the smallest build that holds the head dim: no FMAs on padding past it
-            let dmax = [32, 64, 128].into_iter().find(|&d| cfg.head_dim <= d as usize).unwrap_or(128);
-            let bytes = 2 * 16 * (flash_keys_per_tile(dmax) * dmax / 4) as u64;
-            (Shader::AttentionFlash { dmax }, FLASH_BLOCK_Q, bytes)
-        }
-        AttentionVariant::Subgroup8 => (Shader::AttentionSubgroup8, 8, 0),
-    };
+    super::require_available(gpu, OP, variant, &AttentionVariant::available(gpu), AttentionVariant::name)?;
+    let (shader, block_q, workgroup_bytes) = variant.shader(cfg.head_dim);
     let dims = [("batch", cfg.batch), ("seq", cfg.seq), ("heads", cfg.heads), ("head_dim", cfg.head_dim)];
     if let Some((name, _)) = dims.iter().find(|(_, v)| *v == 0) {
         return Err(Error::ZeroSized { op: OP, what: name, shape: dims.iter().map(|d| d.1).collect() });
@@ -165,7 +214,7 @@ pub fn prepare_attention_variant(
     }
     let shape = [cfg.batch, cfg.seq, cfg.heads, cfg.head_dim];
     super::check_workgroup_memory(gpu, OP, &shape, workgroup_bytes)?;
-    let gx = check_groups(gpu, OP, "seq / queries-per-workgroup", &shape, cfg.seq.div_ceil(block_q) as u64)?;
+    let gx = check_groups(gpu, OP, "seq / queries-per-workgroup", &shape, cfg.seq.div_ceil(block_q as usize) as u64)?;
     let gy = check_groups(gpu, OP, "heads", &shape, cfg.heads as u64)?;
     let gz = check_groups(gpu, OP, "batch", &shape, cfg.batch as u64)?;
     let (row_seq, row_batch) = if cfg.batch_first { (1, cfg.seq) } else { (cfg.batch, 1) };
@@ -184,7 +233,7 @@ pub fn prepare_attention_variant(
         scale: cfg.scale(),
     };
     let mask = key_pad.map(|m| m.buffer()).unwrap_or(&gpu.dummy);
-    dispatch(gpu, shader, &[qkv.buffer(), mask, out.buffer()], bytemuck::bytes_of(&params), [gx, gy, gz])
+    dispatch(gpu, &shader, &[qkv.buffer(), mask, out.buffer()], bytemuck::bytes_of(&params), [gx, gy, gz])
 }
 
 /// Records fused attention into `enc`.
@@ -314,8 +363,8 @@ mod tests {
 
     #[test]
     fn attention_params_match_wgsl_layout() {
-        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionTiled);
-        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionSubgroup8);
-        crate::testing::assert_params_layout::<AttentionParams>(Shader::AttentionFlash { dmax: 64 });
+        for s in shaders() {
+            crate::testing::assert_params_layout::<AttentionParams>(&s);
+        }
     }
 }

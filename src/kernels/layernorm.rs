@@ -4,10 +4,17 @@
 use super::{check_operand, dispatch, expect_shape, grid_2d, Dispatch};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::shaders::Shader;
+use crate::shaders::consts::SUBGROUP8;
+use crate::shaders::{Prelude, Shader};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "layernorm";
+/// shaders/layernorm_tiled.wgsl and layernorm_rows.wgsl: invocations per workgroup (WG).
+const WG: u32 = 256;
+/// shaders/layernorm_subgroup8.wgsl: row values per lane kept in registers (CACHE).
+const SG8_CACHE: u32 = 128;
+/// shaders/layernorm_rows.wgsl: vec4s per lane kept in registers (CACHE4).
+const ROWS_CACHE4: u32 = 8;
 
 /// Which layernorm shader runs. Every variant honours the contract of shaders/layernorm_tiled.wgsl and
 /// runs the same parity tests.
@@ -19,11 +26,29 @@ pub enum LayernormVariant {
     /// shaders/layernorm_subgroup8.wgsl: one 8-wide subgroup per row (lavapipe).
     Subgroup8,
     /// shaders/layernorm_rows.wgsl: a subgroup per row, several rows per workgroup, vec4; for
-    /// GPUs with subgroups and rows of C % 4 == 0 (others fall back to tiled).
+    /// GPUs with subgroups and rows of C % 4 == 0 (others get the automatic choice).
     Rows,
 }
 
 impl LayernormVariant {
+    /// Every variant, in the order of their names in errors and help.
+    pub const ALL: [LayernormVariant; 3] =
+        [LayernormVariant::Tiled, LayernormVariant::Subgroup8, LayernormVariant::Rows];
+
+    /// The name in `RESFORMER_LAYERNORM`, policies and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayernormVariant::Tiled => "tiled",
+            LayernormVariant::Subgroup8 => "subgroup8",
+            LayernormVariant::Rows => "rows",
+        }
+    }
+
+    /// The variant of that name.
+    pub fn parse(s: &str) -> Option<LayernormVariant> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
     /// Variants this device can run.
     pub fn available(gpu: &Gpu) -> Vec<LayernormVariant> {
         let mut v = vec![LayernormVariant::Tiled];
@@ -31,21 +56,32 @@ impl LayernormVariant {
             v.push(LayernormVariant::Subgroup8);
         }
         if gpu.features().contains(wgpu::Features::SUBGROUP)
-            && gpu.limits().max_compute_invocations_per_workgroup >= ROWS_WG
-            && gpu.adapter().subgroup_sizes.1 <= ROWS_WG
+            && gpu.limits().max_compute_invocations_per_workgroup >= WG
+            && gpu.adapter().subgroup_sizes.1 <= WG
         {
             v.push(LayernormVariant::Rows);
         }
         v
     }
 
-    /// The variant [`prepare_layernorm`] runs for rows of `cols`: `RESFORMER_LAYERNORM=
-    /// tiled|subgroup8|rows` when set and available; else rows where subgroups allow and
-    /// C % 4 == 0; else subgroup8 on software adapters that can run it; else tiled.
-    pub fn for_cols(gpu: &Gpu, cols: usize) -> LayernormVariant {
+    /// The automatic choice for rows of `cols`, made once per device: rows where subgroups
+    /// allow and C % 4 == 0; else subgroup8 on software adapters that can run it; else tiled.
+    pub fn auto(gpu: &Gpu, cols: usize) -> LayernormVariant {
         /// The choice for rows of C % 4 == 0 and for the others, made once per device.
         struct Chosen(LayernormVariant, LayernormVariant);
-        let c = gpu.memo(|| Chosen(Self::choose(gpu, true), Self::choose(gpu, false)));
+        let pick = |vec4: bool| {
+            let available: Vec<_> =
+                Self::available(gpu).into_iter().filter(|&v| v != LayernormVariant::Rows || vec4).collect();
+            // rows before subgroup8 even on lavapipe: 7.6 against 11.5 ms at 2048x1024 there (PERFORMANCE.md)
+            if available.contains(&LayernormVariant::Rows) {
+                LayernormVariant::Rows
+            } else if gpu.adapter().is_software() && available.contains(&LayernormVariant::Subgroup8) {
+                LayernormVariant::Subgroup8
+            } else {
+                LayernormVariant::Tiled
+            }
+        };
+        let c = gpu.memo(|| Chosen(pick(true), pick(false)));
         if cols.is_multiple_of(4) {
             c.0
         } else {
@@ -53,29 +89,46 @@ impl LayernormVariant {
         }
     }
 
-    fn choose(gpu: &Gpu, vec4: bool) -> LayernormVariant {
-        let available: Vec<_> =
-            Self::available(gpu).into_iter().filter(|&v| v != LayernormVariant::Rows || vec4).collect();
-        let wanted = match std::env::var("RESFORMER_LAYERNORM").as_deref() {
-            Ok("tiled") => Some(LayernormVariant::Tiled),
-            Ok("subgroup8") => Some(LayernormVariant::Subgroup8),
-            Ok("rows") => Some(LayernormVariant::Rows),
-            _ => None,
-        };
-        // rows before subgroup8 even on lavapipe: 7.6 against 11.5 ms at 2048x1024 there (PERFORMANCE.md)
+    /// `wanted` (a kernel policy's choice), which must be available here, for rows of `cols`
+    /// (rows of C % 4 != 0 get [`Self::auto`] instead of `Rows`); else [`Self::auto`].
+    pub fn choose(gpu: &Gpu, wanted: Option<LayernormVariant>, cols: usize) -> Result<LayernormVariant> {
         match wanted {
-            Some(v) if available.contains(&v) => v,
-            _ if available.contains(&LayernormVariant::Rows) => LayernormVariant::Rows,
-            _ if gpu.adapter().is_software() && available.contains(&LayernormVariant::Subgroup8) => {
-                LayernormVariant::Subgroup8
-            }
-            _ => LayernormVariant::Tiled,
+            Some(LayernormVariant::Rows) if !cols.is_multiple_of(4) => Ok(Self::auto(gpu, cols)),
+            Some(v) => super::require_available(gpu, OP, v, &Self::available(gpu), Self::name),
+            None => Ok(Self::auto(gpu, cols)),
+        }
+    }
+
+    /// The shader of this variant.
+    fn shader(self) -> Shader {
+        let io = include_str!("../../shaders/layernorm_io.wgsl");
+        match self {
+            LayernormVariant::Tiled => Shader::new(
+                "layernorm_tiled",
+                "",
+                Prelude::new().u32("WG", WG).elem("f32"),
+                &[include_str!("../../shaders/layernorm_tiled.wgsl"), io],
+            ),
+            LayernormVariant::Subgroup8 => Shader::new(
+                "layernorm_subgroup8",
+                "",
+                Prelude::new().u32("SG", SUBGROUP8).u32("CACHE", SG8_CACHE).elem("f32"),
+                &[include_str!("../../shaders/layernorm_subgroup8.wgsl"), io],
+            ),
+            LayernormVariant::Rows => Shader::new(
+                "layernorm_rows",
+                "",
+                Prelude::new().u32("WG", WG).u32("CACHE4", ROWS_CACHE4).elem("vec4<f32>"),
+                &[include_str!("../../shaders/layernorm_rows.wgsl"), io],
+            ),
         }
     }
 }
 
-/// Invocations per workgroup of shaders/layernorm_rows.wgsl (WG there).
-const ROWS_WG: u32 = crate::shaders::consts::LAYERNORM_WG;
+/// Every variant's shader (the naga tests validate each).
+pub fn shaders() -> Vec<Shader> {
+    LayernormVariant::ALL.iter().map(|v| v.shader()).collect()
+}
 
 /// = WGSL `struct Params` in shaders/layernorm_tiled.wgsl.
 #[repr(C)]
@@ -101,7 +154,7 @@ pub fn prepare_layernorm(
     eps: f32,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    let variant = LayernormVariant::for_cols(gpu, *x.shape().last().unwrap_or(&0));
+    let variant = LayernormVariant::auto(gpu, *x.shape().last().unwrap_or(&0));
     prepare_layernorm_variant(gpu, variant, x, residual, gamma, beta, eps, out)
 }
 
@@ -118,12 +171,7 @@ pub fn prepare_layernorm_variant(
     eps: f32,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    if !LayernormVariant::available(gpu).contains(&variant) {
-        return Err(Error::InvalidArgument {
-            op: OP,
-            what: format!("variant {variant:?} is not available on this device"),
-        });
-    }
+    super::require_available(gpu, OP, variant, &LayernormVariant::available(gpu), LayernormVariant::name)?;
     let ranks = [1, 2, 3];
     check_operand(gpu, OP, "x", x, &ranks, DType::F32)?;
     check_operand(gpu, OP, "out", out, &ranks, DType::F32)?;
@@ -141,10 +189,8 @@ pub fn prepare_layernorm_variant(
     if !(eps.is_finite() && eps >= 0.0) {
         return Err(Error::InvalidArgument { op: OP, what: format!("eps must be finite and >= 0, got {eps}") });
     }
-    // (shader, rows per workgroup)
-    let (shader, rows_per_group) = match variant {
-        LayernormVariant::Tiled => (Shader::LayernormTiled, 1),
-        LayernormVariant::Subgroup8 => (Shader::LayernormSubgroup8, 1),
+    let rows_per_group = match variant {
+        LayernormVariant::Tiled | LayernormVariant::Subgroup8 => 1,
         LayernormVariant::Rows => {
             if !cols.is_multiple_of(4) {
                 return Err(Error::InvalidArgument {
@@ -153,7 +199,7 @@ pub fn prepare_layernorm_variant(
                 });
             }
             // one row per subgroup of the widest size the adapter may pick; narrower ones leave some idle
-            (Shader::LayernormRows, (ROWS_WG / gpu.adapter().subgroup_sizes.1.max(1)).max(1) as usize)
+            (WG / gpu.adapter().subgroup_sizes.1.max(1)).max(1) as usize
         }
     };
     let (gx, gy) = grid_2d(gpu, OP, x.shape(), rows.div_ceil(rows_per_group) as u64)?;
@@ -170,7 +216,7 @@ pub fn prepare_layernorm_variant(
     let res = residual.unwrap_or(x);
     dispatch(
         gpu,
-        shader,
+        &variant.shader(),
         &[x.buffer(), res.buffer(), gamma.buffer(), beta.buffer(), out.buffer()],
         bytemuck::bytes_of(&params),
         [gx, gy, 1],
@@ -258,9 +304,9 @@ mod tests {
 
     #[test]
     fn layernorm_params_match_wgsl_layout() {
-        crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormTiled);
-        crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormSubgroup8);
-        crate::testing::assert_params_layout::<LayernormParams>(Shader::LayernormRows);
+        for s in shaders() {
+            crate::testing::assert_params_layout::<LayernormParams>(&s);
+        }
     }
 
     #[test]

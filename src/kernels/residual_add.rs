@@ -3,12 +3,28 @@
 use super::{check_operand, dispatch, expect_shape, grid_2d, Dispatch};
 use crate::device::Gpu;
 use crate::error::Result;
-use crate::shaders::Shader;
+use crate::shaders::{Prelude, Shader};
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "residual_add";
 /// Invocations per workgroup (WG in shaders/residual_add.wgsl).
-const WG: usize = crate::shaders::consts::RESIDUAL_ADD_WG as usize;
+const WG: u32 = 256;
+
+/// The shader over f32 elements or, when `vec4` (the length is a multiple of 4), vec4 ones.
+fn shader(vec4: bool) -> Shader {
+    let p = Prelude::new().u32("WG", WG).elem(if vec4 { "vec4<f32>" } else { "f32" });
+    Shader::new(
+        "residual_add",
+        if vec4 { "vec4" } else { "f32" },
+        p,
+        &[include_str!("../../shaders/residual_add.wgsl")],
+    )
+}
+
+/// Both builds (the naga tests validate each).
+pub fn shaders() -> Vec<Shader> {
+    vec![shader(false), shader(true)]
+}
 
 /// = WGSL `struct Params` in shaders/residual_add.wgsl.
 #[repr(C)]
@@ -31,15 +47,9 @@ pub fn prepare_residual_add(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor) -> 
     // four elements per invocation when the length allows (vec4 loads and stores)
     let vec4 = a.len().is_multiple_of(4);
     let len = if vec4 { a.len() / 4 } else { a.len() };
-    let (gx, gy) = grid_2d(gpu, OP, a.shape(), len.div_ceil(WG) as u64)?;
+    let (gx, gy) = grid_2d(gpu, OP, a.shape(), len.div_ceil(WG as usize) as u64)?;
     let params = ResidualAddParams { len: len as u32, groups_x: gx, _pad0: 0, _pad1: 0 };
-    dispatch(
-        gpu,
-        Shader::ResidualAdd { vec4 },
-        &[a.buffer(), b.buffer(), out.buffer()],
-        bytemuck::bytes_of(&params),
-        [gx, gy, 1],
-    )
+    dispatch(gpu, &shader(vec4), &[a.buffer(), b.buffer(), out.buffer()], bytemuck::bytes_of(&params), [gx, gy, 1])
 }
 
 /// Records out = a + b into `enc`.
@@ -81,7 +91,7 @@ mod tests {
     #[test]
     fn residual_add_params_match_wgsl_layout() {
         for vec4 in [false, true] {
-            crate::testing::assert_params_layout::<ResidualAddParams>(Shader::ResidualAdd { vec4 });
+            crate::testing::assert_params_layout::<ResidualAddParams>(&shader(vec4));
         }
     }
 }

@@ -12,7 +12,7 @@
 //!   x   = LN2(xb + y)  (fused)         x   = xb + y
 
 use super::config::BlockConfig;
-use crate::kernels::matmul::Activation;
+use crate::ops::Activation;
 
 /// Activation buffers of a forward pass; all (T, E) but `Qkv` (T, 3E) and `H` (T, F).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -3,10 +3,10 @@
 //! first step over the tolerance is where a new adapter or driver goes wrong.
 
 use super::block::{block_steps, Act};
-use super::cpu::{attention_config, input_norm, run_step, HostKernels};
+use super::host::{attention_config, input_norm, run_step, HostKernels};
 use super::{check_input, check_weights, Stack, StackWeights};
 use crate::error::{Error, Result};
-use crate::testing::{compare, Tol};
+use crate::ops::{compare, Tol};
 
 /// One step compared: f32 kernels on the reference's inputs against the f64 reference.
 /// Looser than a kernel's own test tolerance (the shapes are the user's, K up to thousands).

@@ -1,7 +1,7 @@
 //! The block's configuration: sizes from the weights, options from the user.
 
 use crate::error::{Error, Result};
-use crate::kernels::matmul::Activation;
+use crate::ops::Activation;
 
 /// How one residual block is built. The default is the PyTorch module of the
 /// spec: post-norm, ReLU, eps 1e-5, no causal mask, seq-first input.
@@ -94,13 +94,13 @@ impl BlockConfig {
         if !self.embed.is_multiple_of(self.heads) {
             return bad(format!("heads {} do not divide embed {}", self.heads, self.embed));
         }
-        if self.head_dim() > crate::kernels::attention::MAX_HEAD_DIM {
+        if self.head_dim() > crate::ops::MAX_HEAD_DIM {
             return bad(format!(
                 "head dim {} (embed {} / heads {}) exceeds {}",
                 self.head_dim(),
                 self.embed,
                 self.heads,
-                crate::kernels::attention::MAX_HEAD_DIM
+                crate::ops::MAX_HEAD_DIM
             ));
         }
         if !(self.eps.is_finite() && self.eps >= 0.0) {

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::io::TensorFile;
 use super::{BlockConfig, InputShape, StackWeights};
 use crate::error::{Error, Result};
-use crate::kernels::matmul::Activation;
+use crate::ops::Activation;
 
 /// PyTorch computed the fixtures in f64; f32 kernels over up to 3 blocks stay within this
 /// absolute error.

@@ -9,12 +9,12 @@ use super::config::{BlockConfig, Precision};
 use super::weights::StackWeights;
 use crate::device::{Gpu, TrackedBuffer};
 use crate::error::{Error, Result};
-use crate::kernels::attention::{prepare_attention, AttentionConfig};
-use crate::kernels::layernorm::prepare_layernorm;
-use crate::kernels::matmul::prepare_matmul;
+use crate::kernels::attention::{prepare_attention_variant, AttentionConfig, AttentionVariant};
+use crate::kernels::layernorm::{prepare_layernorm_variant, LayernormVariant};
 use crate::kernels::residual_add::prepare_residual_add;
-use crate::kernels::{record_all, Dispatch};
+use crate::kernels::{record_all, Dispatch, KernelPolicy};
 use crate::tensor::{read_mapped, DType, Tensor};
+use crate::tune::prepare_matmul;
 
 /// Plans kept per stack; the least recently used goes first.
 pub const MAX_PLANS: usize = 8;
@@ -48,6 +48,8 @@ impl Plan {
 /// L blocks on one device.
 pub struct GpuStack {
     gpu: Arc<Gpu>,
+    /// Which kernels the plans bind.
+    policy: KernelPolicy,
     cfg: BlockConfig,
     /// Per block, its 12 parameters in [`super::weights::block_tensor_names`] order.
     layers: Vec<Vec<Tensor>>,
@@ -57,9 +59,20 @@ pub struct GpuStack {
 }
 
 impl GpuStack {
-    /// Uploads `weights` to `gpu`.
+    /// Uploads `weights` to `gpu`; the kernels are the device's automatic choice.
     pub fn new(gpu: Arc<Gpu>, weights: &StackWeights, cfg: BlockConfig) -> Result<GpuStack> {
+        Self::with_policy(gpu, weights, cfg, KernelPolicy::default())
+    }
+
+    /// Uploads `weights` to `gpu`; its plans bind the kernels `policy` asks for.
+    pub fn with_policy(
+        gpu: Arc<Gpu>,
+        weights: &StackWeights,
+        cfg: BlockConfig,
+        policy: KernelPolicy,
+    ) -> Result<GpuStack> {
         cfg.validate()?;
+        policy.check(&gpu)?;
         super::check_weights(weights, &cfg)?;
         if cfg.precision == Precision::F16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
             return Err(Error::InvalidArgument {
@@ -89,7 +102,7 @@ impl GpuStack {
             Some((g, b)) => Some((Tensor::from_f32(&gpu, &[cfg.embed], g)?, Tensor::from_f32(&gpu, &[cfg.embed], b)?)),
             None => None,
         };
-        Ok(GpuStack { gpu, cfg, layers, input_norm, plans: Mutex::new(Vec::new()) })
+        Ok(GpuStack { gpu, policy, cfg, layers, input_norm, plans: Mutex::new(Vec::new()) })
     }
 
     /// The block configuration.
@@ -107,8 +120,15 @@ impl GpuStack {
         &self.gpu
     }
 
+    /// The kernel policy its plans bind.
+    pub fn policy(&self) -> &KernelPolicy {
+        &self.policy
+    }
+
     fn build_plan(&self, key: PlanKey) -> Result<Plan> {
-        let (gpu, cfg) = (&*self.gpu, &self.cfg);
+        let (gpu, cfg, policy) = (&*self.gpu, &self.cfg, &self.policy);
+        let ln = LayernormVariant::choose(gpu, policy.layernorm, cfg.embed)?;
+        let attention = AttentionVariant::choose(gpu, policy.attention)?;
         let t = key.seq * key.batch;
         let acts =
             Act::ALL.iter().map(|a| Tensor::empty(gpu, &[t, a.cols(cfg)], DType::F32)).collect::<Result<Vec<_>>>()?;
@@ -126,18 +146,21 @@ impl GpuStack {
         // with an input norm the input is written to Xb and normalised into X
         if let Some((g, b)) = &self.input_norm {
             let (xb, x) = (&acts[Act::Xb as usize], &acts[Act::X as usize]);
-            dispatches.push(prepare_layernorm(gpu, xb, None, g, b, cfg.eps, x)?);
+            dispatches.push(prepare_layernorm_variant(gpu, ln, xb, None, g, b, cfg.eps, x)?);
         }
         for p in &self.layers {
             for step in &steps {
                 let a = |x: Act| &acts[x as usize];
                 dispatches.push(match *step {
                     Step::Matmul { x, w, b, act, out } => {
-                        prepare_matmul(gpu, a(x), &p[w as usize], Some(&p[b as usize]), act, a(out))?
+                        prepare_matmul(gpu, policy, a(x), &p[w as usize], Some(&p[b as usize]), act, a(out))?
                     }
-                    Step::Attention { qkv, out } => prepare_attention(gpu, a(qkv), mask.as_ref(), &att, a(out))?,
-                    Step::Layernorm { x, residual, gamma, beta, out } => prepare_layernorm(
+                    Step::Attention { qkv, out } => {
+                        prepare_attention_variant(gpu, attention, a(qkv), mask.as_ref(), &att, a(out))?
+                    }
+                    Step::Layernorm { x, residual, gamma, beta, out } => prepare_layernorm_variant(
                         gpu,
+                        ln,
                         a(x),
                         residual.map(a),
                         &p[gamma as usize],

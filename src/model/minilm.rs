@@ -9,8 +9,9 @@
 //! sentences in a batch are hidden by the key-padding mask.
 //!
 //! ```no_run
-//! use resformer::model::{minilm::SentenceEmbedder, Backend};
-//! let model = SentenceEmbedder::from_dir("models/all-MiniLM-L6-v2".as_ref(), Backend::Auto)?;
+//! use resformer::{Engine, EngineOptions};
+//! let engine = Engine::new_blocking(EngineOptions::default())?;
+//! let model = engine.load_minilm("models/all-MiniLM-L6-v2".as_ref())?;
 //! let e = model.embed(&["A man is eating food.", "A man is eating a piece of bread."])?;
 //! let cos: f32 = e[0].iter().zip(&e[1]).map(|(a, b)| a * b).sum(); // unit vectors
 //! println!("similarity {cos:.4} on {}", model.describe());
@@ -18,17 +19,14 @@
 //! ```
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::io::TensorFile;
-use super::{Backend, BlockConfig, BlockWeights, GpuStack, Stack, StackWeights};
-use crate::device::Gpu;
-use crate::engine::{Engine, EngineOptions};
+use super::{BlockConfig, BlockWeights, Placement, Stack, StackWeights};
 use crate::error::{Error, Result};
-use crate::kernels::matmul::Activation;
+use crate::ops::Activation;
 
 /// Hidden size, heads, feed-forward size and layers of all-MiniLM-L6-v2.
 pub const HIDDEN: usize = 384;
@@ -72,7 +70,7 @@ pub struct Embeddings {
 
 impl Embeddings {
     /// word[id] + position[p] + token_type[0] of one token, appended to `out`.
-    fn push(&self, out: &mut Vec<f32>, id: u32, pos: usize) {
+    pub fn push(&self, out: &mut Vec<f32>, id: u32, pos: usize) {
         let w = &self.word[id as usize * HIDDEN..(id as usize + 1) * HIDDEN];
         let p = &self.position[pos * HIDDEN..(pos + 1) * HIDDEN];
         out.extend(w.iter().zip(p).zip(&self.token_type).map(|((a, b), c)| a + b + c));
@@ -147,6 +145,8 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// Sentence embeddings from all-MiniLM-L6-v2 on the engine.
 pub struct SentenceEmbedder {
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation: how long an input really is.
+    untruncated: Tokenizer,
     embeddings: Embeddings,
     stack: Stack,
     name: String,
@@ -154,25 +154,20 @@ pub struct SentenceEmbedder {
 
 impl SentenceEmbedder {
     /// Loads `dir/model.safetensors` and `dir/tokenizer.json` (see scripts/fetch-minilm.sh)
-    /// onto a new [`Engine`] for `backend`: `Engine::new_blocking(..)?.load_minilm(dir)`.
-    pub fn from_dir(dir: &Path, backend: Backend) -> Result<SentenceEmbedder> {
-        Engine::new_blocking(EngineOptions { backend, ..Default::default() })?.load_minilm(dir)
-    }
-
-    /// Loads the model onto `engine` (what [`Engine::load_minilm`] does).
-    pub fn on_engine(dir: &Path, engine: &Engine) -> Result<SentenceEmbedder> {
-        Self::load(dir, |w| engine.load_stack(w, block_config()))
-    }
-
-    /// Like [`SentenceEmbedder::from_dir`], on a device the caller already has.
-    pub fn from_dir_on(dir: &Path, gpu: Arc<Gpu>) -> Result<SentenceEmbedder> {
-        Self::load(dir, |w| Ok(Stack::Gpu(GpuStack::new(gpu, &w, block_config())?)))
+    /// onto `place` (`Engine::load_minilm` does this on the engine's device).
+    pub fn load(dir: &Path, place: &Placement) -> Result<SentenceEmbedder> {
+        let file = TensorFile::open(&dir.join("model.safetensors"))?;
+        let (weights, embeddings) = load_weights(&file)?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+        let stack = place.load_stack(weights, block_config())?;
+        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(SentenceEmbedder::new(tokenizer, embeddings, stack, name))
     }
 
     /// The model's shapes with seeded random weights and `dir/tokenizer.json` (no
     /// model.safetensors needed): for speed measurements where the weights cannot travel,
     /// e.g. scripts/gpu-check.sh on a host without the model. Its embeddings mean nothing.
-    pub fn random(dir: &Path, seed: u64, engine: &Engine) -> Result<SentenceEmbedder> {
+    pub fn random(dir: &Path, seed: u64, place: &Placement) -> Result<SentenceEmbedder> {
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let vocab = tokenizer.get_vocab_size(true);
         let mut rng = crate::rng::Rng::new(seed);
@@ -184,17 +179,29 @@ impl SentenceEmbedder {
         };
         let mut weights = StackWeights::random(seed, LAYERS, HIDDEN, FF);
         weights.input_norm = Some((rng.vec(HIDDEN, 0.8, 1.2), rng.vec(HIDDEN, -0.2, 0.2)));
-        let stack = engine.load_stack(weights, block_config())?;
-        Ok(SentenceEmbedder { tokenizer, embeddings, stack, name: "all-MiniLM-L6-v2 shape, random weights".into() })
+        let stack = place.load_stack(weights, block_config())?;
+        Ok(SentenceEmbedder::new(tokenizer, embeddings, stack, "all-MiniLM-L6-v2 shape, random weights".into()))
     }
 
-    fn load(dir: &Path, stack: impl FnOnce(StackWeights) -> Result<Stack>) -> Result<SentenceEmbedder> {
-        let file = TensorFile::open(&dir.join("model.safetensors"))?;
-        let (weights, embeddings) = load_weights(&file)?;
-        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
-        let stack = stack(weights)?;
-        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(SentenceEmbedder { tokenizer, embeddings, stack, name })
+    fn new(tokenizer: Tokenizer, embeddings: Embeddings, stack: Stack, name: String) -> SentenceEmbedder {
+        let mut untruncated = tokenizer.clone();
+        untruncated.with_truncation(None).expect("removing truncation cannot fail");
+        SentenceEmbedder { tokenizer, untruncated, embeddings, stack, name }
+    }
+
+    /// The longest input in tokens, special tokens included (256); longer ones are truncated.
+    pub fn max_tokens(&self) -> usize {
+        MAX_TOKENS
+    }
+
+    /// Tokens of `sentence` before truncation, `[CLS]` and `[SEP]` included: over
+    /// [`SentenceEmbedder::max_tokens`] means its embedding covers only the first 256.
+    pub fn count_tokens(&self, sentence: &str) -> Result<usize> {
+        let enc = self
+            .untruncated
+            .encode(sentence, true)
+            .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
+        Ok(enc.get_ids().len())
     }
 
     /// The model's name (its directory).
@@ -282,8 +289,8 @@ impl SentenceEmbedder {
     /// CPU path.
     pub fn gpu_ms(&self, seq: usize, batch: usize, runs: usize) -> Option<Result<f64>> {
         let stack = self.stack.gpu()?;
-        let timed = stack.with_plan(seq, batch, true, |d| crate::bench::time_gpu(stack.gpu(), d, runs));
-        Some(timed.and_then(|r| r).map(|(times, _)| crate::bench::median(&times)))
+        let timed = stack.with_plan(seq, batch, true, |d| crate::kernels::time_dispatches(stack.gpu(), d, runs));
+        Some(timed.and_then(|r| r).map(|(times, _)| crate::ops::median(&times)))
     }
 }
 
@@ -324,46 +331,4 @@ pub fn mean_pool_normalise(h: &[f32]) -> Vec<f32> {
     let mean: Vec<f64> = m.iter().map(|v| v / n.max(1) as f64).collect();
     let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
     mean.iter().map(|v| (v / norm) as f32).collect()
-}
-
-/// The attention walk-through on real weights: MiniLM's tokens for `sentence`
-/// (with `[CLS]` and `[SEP]`), their embeddings as layer 0 sees them (after the
-/// embedding LayerNorm), and the q, k, v weights of layer 0's `head`.
-pub fn walkthrough(dir: &Path, sentence: &str, head: usize) -> Result<crate::walkthrough::Walkthrough> {
-    if head >= HEADS {
-        return Err(Error::InvalidArgument {
-            op: "attention walk-through",
-            what: format!("head {head}: MiniLM has {HEADS}"),
-        });
-    }
-    let file = TensorFile::open(&dir.join("model.safetensors"))?;
-    let (weights, emb) = load_weights(&file)?;
-    let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
-    let enc = tokenizer
-        .encode(sentence, true)
-        .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
-    let mut raw = Vec::new();
-    for (p, &id) in enc.get_ids().iter().enumerate() {
-        if id as usize >= emb.vocab {
-            return Err(Error::InvalidArgument {
-                op: "tokenize",
-                what: format!("token id {id} is outside the vocabulary"),
-            });
-        }
-        emb.push(&mut raw, id, p);
-    }
-    let t = enc.get_ids().len();
-    let (g, b) = weights.input_norm.as_ref().expect("MiniLM has an embedding LayerNorm");
-    let mut x = vec![0.0; raw.len()];
-    crate::reference::layernorm::layernorm(&mut x, &raw, None, g, b, t, HIDDEN, EPS);
-    // rows h*D..(h+1)*D of each of q, k, v in the packed in-projection
-    let (d, block) = (HIDDEN / HEADS, &weights.blocks[0]);
-    let mut w = Vec::with_capacity(3 * d * HIDDEN);
-    let mut bias = Vec::with_capacity(3 * d);
-    for part in 0..3 {
-        let r0 = part * HIDDEN + head * d;
-        w.extend_from_slice(&block.in_proj_weight[r0 * HIDDEN..(r0 + d) * HIDDEN]);
-        bias.extend_from_slice(&block.in_proj_bias[r0..r0 + d]);
-    }
-    crate::walkthrough::Walkthrough::new(enc.get_tokens().to_vec(), x, d, w, bias)
 }

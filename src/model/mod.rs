@@ -1,12 +1,14 @@
-//! Blocks and stacks: configuration, weights, the block's steps, and the two
-//! ways to run them (GPU plan, CPU reference path).
+//! Blocks and stacks: configuration, weights, the block's steps, and the ways to run them
+//! (the GPU plan, the host stack on the CPU backend or the reference kernels); the real models
+//! built from them; and [`Placement`], where a model's weights go.
 
 pub mod block;
+pub mod budget;
 pub mod check;
 pub mod config;
-pub mod cpu;
 pub mod fixture;
 pub mod gpu;
+pub mod host;
 pub mod io;
 pub mod minilm;
 pub mod vit;
@@ -16,34 +18,56 @@ pub use config::{BlockConfig, Precision};
 pub use gpu::GpuStack;
 pub use weights::{BlockWeights, StackWeights};
 
-use crate::error::{Error, Result};
+use std::sync::Arc;
 
-/// Where a stack runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A hardware GPU when one exists, else the CPU backend. Software adapters (lavapipe)
-    /// only when asked for: `WGPU_ADAPTER_NAME`, or `RESFORMER_REQUIRE_GPU=1` (the tests).
-    Auto,
-    /// A wgpu adapter, a software one when no hardware GPU exists, or an error.
-    Gpu,
-    /// The CPU backend: the fast host kernels of [`crate::cpu`].
-    Cpu,
-    /// The plain-loop reference kernels: the oracle, slow.
-    Reference,
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::kernels::KernelPolicy;
+use host::HostKernels;
+
+/// Where a model's weights go and what runs it: a device and the kernel policy its plans
+/// bind, or (without a device) a set of host kernels. [`crate::Engine`] holds one; models
+/// load onto it.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// The device, or `None` for the host.
+    pub gpu: Option<Arc<Gpu>>,
+    /// The host kernels when there is no device.
+    pub host: HostKernels,
+    /// The kernels a device's plans bind.
+    pub policy: KernelPolicy,
 }
 
-impl std::str::FromStr for Backend {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Backend> {
-        match s {
-            "auto" => Ok(Backend::Auto),
-            "gpu" => Ok(Backend::Gpu),
-            "cpu" => Ok(Backend::Cpu),
-            "reference" => Ok(Backend::Reference),
-            other => Err(Error::InvalidArgument {
-                op: "backend",
-                what: format!("expected auto, gpu, cpu or reference, got {other:?}"),
-            }),
+impl Placement {
+    /// On `gpu`, with the device's automatic kernel choice.
+    pub fn gpu(gpu: Arc<Gpu>) -> Placement {
+        Placement { gpu: Some(gpu), host: HostKernels::Fast, policy: KernelPolicy::default() }
+    }
+
+    /// On the host kernels.
+    pub fn host(host: HostKernels) -> Placement {
+        Placement { gpu: None, host, policy: KernelPolicy::default() }
+    }
+
+    /// Uploads `weights` (or keeps them on the host) and returns the stack, ready to run.
+    pub fn load_stack(&self, weights: StackWeights, cfg: BlockConfig) -> Result<Stack> {
+        cfg.validate()?;
+        check_weights(&weights, &cfg)?;
+        match &self.gpu {
+            Some(g) => Ok(Stack::Gpu(GpuStack::with_policy(g.clone(), &weights, cfg, self.policy.clone())?)),
+            // the f16 mode computes with f16-rounded matmul weights on every backend
+            None if cfg.precision == Precision::F16 => {
+                Ok(Stack::Cpu { weights: weights.rounded_to_f16(), cfg, kernels: self.host })
+            }
+            None => Ok(Stack::Cpu { weights, cfg, kernels: self.host }),
+        }
+    }
+
+    /// The adapter, or the host path, for reports.
+    pub fn describe(&self) -> String {
+        match &self.gpu {
+            Some(g) => g.adapter().label(),
+            None => cpu_label(self.host),
         }
     }
 }
@@ -59,7 +83,7 @@ pub enum Stack {
         /// The block configuration.
         cfg: BlockConfig,
         /// Which host kernels.
-        kernels: cpu::HostKernels,
+        kernels: HostKernels,
     },
 }
 
@@ -107,17 +131,17 @@ impl Stack {
             Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
             Stack::Cpu { weights, cfg, kernels } => {
                 check_input(cfg, x, seq, batch, key_pad)?;
-                Ok(cpu::forward_with(*kernels, weights, cfg, x, seq, batch, key_pad))
+                Ok(host::forward_with(*kernels, weights, cfg, x, seq, batch, key_pad))
             }
         }
     }
 }
 
 /// How reports name a host path (the CPU backend, with its thread count, or the reference).
-pub fn cpu_label(kernels: cpu::HostKernels) -> String {
+pub fn cpu_label(kernels: HostKernels) -> String {
     match kernels {
-        cpu::HostKernels::Fast => format!("CPU backend (threaded sgemm, {} threads)", rayon::current_num_threads()),
-        cpu::HostKernels::Reference => "CPU reference path (plain loops)".into(),
+        HostKernels::Fast => format!("CPU backend (threaded sgemm, {} threads)", rayon::current_num_threads()),
+        HostKernels::Reference => "CPU reference path (plain loops)".into(),
     }
 }
 

@@ -21,18 +21,17 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::cpu::{forward_with, HostKernels};
+use super::host::{forward_with, HostKernels};
 use super::io::TensorFile;
-use super::{BlockConfig, BlockWeights, Stack, StackWeights};
+use super::{BlockConfig, BlockWeights, Placement, Stack, StackWeights};
 use crate::device::Gpu;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::kernels::layernorm::prepare_layernorm;
-use crate::kernels::matmul::prepare_matmul;
+use crate::kernels::layernorm::{prepare_layernorm_variant, LayernormVariant};
 use crate::kernels::residual_add::prepare_residual_add;
-use crate::kernels::Dispatch;
+use crate::kernels::{Dispatch, KernelPolicy};
 use crate::ops::{Activation, AttentionConfig, MatmulShape};
 use crate::tensor::{DType, Tensor};
+use crate::tune::prepare_matmul;
 use crate::{cpu, reference};
 
 /// The model's shape, `config.json` of the model directory.
@@ -133,6 +132,7 @@ pub fn test_split(dir: &Path) -> Result<Vec<usize>> {
 /// The GPU half of a classifier: the embedding and head parameters, and a plan per batch size.
 struct GpuParts {
     gpu: Arc<Gpu>,
+    policy: KernelPolicy,
     embed_w: Tensor,
     embed_b: Tensor,
     norm: (Tensor, Tensor),
@@ -156,7 +156,7 @@ struct Plan {
     head: Dispatch,
 }
 
-/// A ViT classifier loaded on an [`Engine`].
+/// A ViT classifier loaded on a [`Placement`] (an engine's device or host).
 pub struct VitClassifier {
     cfg: VitConfig,
     /// (E, P + 1): the patch embedding with the class token folded in as a last column.
@@ -176,8 +176,9 @@ pub struct VitClassifier {
 
 impl VitClassifier {
     /// Loads `dir/config.json` and `dir/model.safetensors` (PyTorch's names: `patch_embed`,
-    /// `cls_token`, `pos_embed`, `blocks.{i}.…`, `norm`, `head`) onto `engine`.
-    pub fn load(dir: &Path, engine: &Engine) -> Result<VitClassifier> {
+    /// `cls_token`, `pos_embed`, `blocks.{i}.…`, `norm`, `head`) onto `place`
+    /// (`Engine::load_vit` does this on the engine's device).
+    pub fn load(dir: &Path, place: &Placement) -> Result<VitClassifier> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path)
             .map_err(|source| Error::Io { path: cfg_path.display().to_string(), source })?;
@@ -212,10 +213,11 @@ impl VitClassifier {
                 ),
             });
         }
-        let stack = engine.load_stack(weights.clone(), cfg.block())?;
-        let gpu = match engine.gpu() {
+        let stack = place.load_stack(weights.clone(), cfg.block())?;
+        let gpu = match &place.gpu {
             Some(g) => Some(GpuParts {
                 gpu: g.clone(),
+                policy: place.policy.clone(),
                 embed_w: Tensor::from_f32(g, &[e, p + 1], &embed_w)?,
                 embed_b: Tensor::from_f32(g, &[e], &embed_b)?,
                 norm: (Tensor::from_f32(g, &[e], &norm.0)?, Tensor::from_f32(g, &[e], &norm.1)?),
@@ -353,10 +355,12 @@ impl VitClassifier {
         let tokens = act(p + 1)?;
         let pos = Tensor::from_f32(gpu, &[rows, e], &self.pos.repeat(batch))?;
         let (embedded, x, y, normed, logits) = (act(e)?, act(e)?, act(e)?, act(e)?, act(c)?);
-        let embed = prepare_matmul(gpu, &tokens, &g.embed_w, Some(&g.embed_b), Activation::None, &embedded)?;
+        let policy = &g.policy;
+        let embed = prepare_matmul(gpu, policy, &tokens, &g.embed_w, Some(&g.embed_b), Activation::None, &embedded)?;
         let add_pos = prepare_residual_add(gpu, &embedded, &pos, &x)?;
-        let norm = prepare_layernorm(gpu, &y, None, &g.norm.0, &g.norm.1, self.cfg.eps, &normed)?;
-        let head = prepare_matmul(gpu, &normed, &g.head_w, Some(&g.head_b), Activation::None, &logits)?;
+        let ln = LayernormVariant::choose(gpu, policy.layernorm, e)?;
+        let norm = prepare_layernorm_variant(gpu, ln, &y, None, &g.norm.0, &g.norm.1, self.cfg.eps, &normed)?;
+        let head = prepare_matmul(gpu, policy, &normed, &g.head_w, Some(&g.head_b), Activation::None, &logits)?;
         let plan = Arc::new(Plan {
             tokens,
             _pos: pos,

@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use resformer::model::Backend;
-use resformer::testing::{compare, Tol};
-use resformer::walkthrough::Walkthrough;
-use resformer::{Engine, EngineOptions};
+use resformer::kernels::attention::MAX_HEAD_DIM;
+use resformer::ops::{compare, Tol};
+use resformer_cli::walkthrough::{self, Walkthrough};
 
-use crate::{usage, CliResult};
+use crate::{positive, usage, CliResult, DeviceArgs};
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// The sentence (its words may be separate arguments)
     #[arg(required = true)]
@@ -20,21 +20,20 @@ pub struct Args {
     /// Write the heatmap here (.png or .svg)
     #[arg(long, value_name = "attn.png|attn.svg")]
     out: Option<PathBuf>,
-    /// Embedding and head dim of the random example
-    #[arg(long, default_value_t = 16)]
-    dim: usize,
-    /// Seed of the random embeddings and weights
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// auto, gpu, cpu or reference
-    #[arg(long, default_value = "auto")]
-    backend: Backend,
+    /// Embedding and head dim of the random example (at most the kernels' largest head dim, 128) [default: 16]
+    #[arg(long, value_parser = positive)]
+    dim: Option<usize>,
+    /// Seed of the random embeddings and weights [default: 0]
+    #[arg(long, value_parser = crate::non_negative)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// A real MiniLM head instead of random weights (scripts/fetch-minilm.sh)
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// With --model: which head of layer 0
-    #[arg(long, default_value_t = 0)]
-    head: usize,
+    /// With --model: which head of layer 0 [default: 0]
+    #[arg(long, value_parser = crate::non_negative)]
+    head: Option<u64>,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -44,15 +43,28 @@ pub fn run(a: Args) -> CliResult {
     }
     let w = match &a.model {
         Some(dir) => {
-            let w = resformer::model::minilm::walkthrough(dir, &sentence, a.head)?;
+            if a.dim.is_some() || a.seed.is_some() {
+                return Err(usage("--dim and --seed shape the random example; with --model the head is MiniLM's"));
+            }
+            let head = a.head.unwrap_or(0) as usize;
+            let w = walkthrough::minilm(dir, &sentence, head)?;
             println!(
-                "tokens: {:?} (MiniLM embeddings after its embedding LayerNorm; layer 0, head {}, d = {})",
-                w.tokens, a.head, w.dim
+                "tokens: {:?} (MiniLM embeddings after its embedding LayerNorm; layer 0, head {head}, d = {})",
+                w.tokens, w.dim
             );
             w
         }
         None => {
-            let w = Walkthrough::random(&sentence, a.dim, a.seed)?;
+            if a.head.is_some() {
+                return Err(usage("--head picks a head of a real model: give --model DIR too"));
+            }
+            let dim = a.dim.unwrap_or(16);
+            if dim > MAX_HEAD_DIM {
+                return Err(usage(format!(
+                    "--dim {dim}: the attention kernels hold head dims up to {MAX_HEAD_DIM}; give --dim {MAX_HEAD_DIM} or less"
+                )));
+            }
+            let w = Walkthrough::random(&sentence, dim, a.seed.unwrap_or(0))?;
             println!("tokens: {:?} (seeded random embeddings, d = {})", w.tokens, w.dim);
             w
         }
@@ -64,11 +76,11 @@ pub fn run(a: Args) -> CliResult {
         None => 0,
     };
     let reference = w.weights_cpu();
-    let engine = Engine::new_blocking(EngineOptions { backend: a.backend, ..Default::default() })?;
+    let engine = a.device.engine()?;
     let p = match engine.gpu() {
         Some(gpu) => {
             println!("backend: {} (matmul and attention kernels)", engine.choice());
-            let p = w.weights_gpu(gpu)?;
+            let p = w.weights_gpu(gpu, engine.policy())?;
             let d = compare(&p, &reference, Tol { atol: 0.0, rtol: 0.0 });
             println!("check against the CPU reference: max abs diff {:.2e}", d.max_abs);
             p

@@ -8,7 +8,7 @@ use resformer::model::io::{write_f32, TensorFile};
 
 fn parity(dir: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
-        .args(["parity", "--backend", "gpu", "--dir", dir.to_str().unwrap()])
+        .args(["parity", "--device", "gpu", "--dir", dir.to_str().unwrap()])
         .output()
         .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -19,7 +19,7 @@ fn parity_passes_the_fixtures_and_fails_a_wrong_one() {
     if resformer::testing::shared_gpu().is_none() {
         return; // printed by shared_gpu; a failure under RESFORMER_REQUIRE_GPU=1
     }
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/block");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/block");
     let (ok, text) = parity(&fixtures);
     assert!(ok && text.contains("10 of 10 fixtures within 1e-4"), "{text}");
 

@@ -4,21 +4,22 @@ use std::time::Instant;
 
 use resformer::tune;
 
-use crate::{usage, CliResult};
+use crate::{positive, usage, CliResult};
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// small, or large (the L12 e768 stack's shapes, 1024³, 4096³); default: large on a
     /// hardware GPU, small on a software adapter
     #[arg(long)]
     sizes: Option<String>,
     /// Timed runs per tile, after a warm-up
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     runs: usize,
 }
 
 pub fn run(a: Args) -> CliResult {
-    let gpu = resformer::Gpu::new()?;
+    let gpu = resformer::Gpu::with_options(crate::env_options()?.gpu)?;
     let default = if gpu.adapter().is_software() { "small" } else { "large" };
     let shapes: Vec<(usize, usize, usize)> = match a.sizes.as_deref().unwrap_or(default) {
         "large" => tune::TUNE_SHAPES.to_vec(),

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use resformer::bench;
 use resformer::Error;
+use resformer_cli::table;
 
-use crate::{progress, usage, CliError, CliResult};
+use crate::{positive, progress, usage, CliError, CliResult};
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// matmul, attention, layernorm, residual_add, block, stack or all
     #[arg(long, default_value = "all")]
@@ -24,7 +26,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     compare: Option<PathBuf>,
     /// Timed runs per case, after a warm-up
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = positive)]
     runs: usize,
     /// Skip the plain CPU reference above this many FLOP (or bytes)
     #[arg(long, default_value_t = 2e10)]
@@ -45,8 +47,10 @@ pub fn run(a: Args) -> CliResult {
         }
         None => None,
     };
-    let gpu = std::sync::Arc::new(resformer::Gpu::new()?);
-    println!("adapter: {}", gpu.adapter().label());
+    let options = crate::env_options()?;
+    let gpu = std::sync::Arc::new(resformer::Gpu::with_options(options.gpu)?);
+    options.policy.check(&gpu)?;
+    println!("adapter: {} (kernels: {})", gpu.adapter().label(), options.policy.describe());
     let peak = bench::peak(&gpu)?;
     println!("peak: {:.1} GFLOP/s f32, {:.1} GB/s ({})", peak.gflops, peak.gbps, peak.source);
     let cases = bench::cases(&a.kernel, a.sizes);
@@ -55,15 +59,15 @@ pub fn run(a: Args) -> CliResult {
     let mut rows = Vec::new();
     for case in &cases {
         bar.set_message(format!("{} {}", case.kernel(), case.shape()));
-        rows.push(bench::run_case(&gpu, case, a.runs, a.cpu_budget, &peak)?);
+        rows.push(bench::run_case(&gpu, &options.policy, case, a.runs, a.cpu_budget, &peak)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
     eprintln!("{} cases in {:.1} s", cases.len(), start.elapsed().as_secs_f64());
     if let Some(other) = &other {
-        bench::compare(&mut rows, other);
+        table::compare(&mut rows, other);
     }
-    print!("{}", bench::table(&rows));
+    print!("{}", table::table(&rows));
     println!(
         "gpu ms: median of {} runs after a warm-up ({} clock); cpu ms: the CPU backend (every core); \
          x ref / x fast: CPU time over GPU time; cpu_ref '-': over the {:.0e} FLOP budget (--cpu-budget)",

@@ -2,12 +2,20 @@
 //! own limits and optional features, pipelines built once per device, and
 //! submit/sync helpers that turn driver complaints into [`Error`]s.
 //!
-//! Adapter choice: a hardware GPU when there is one, else a software adapter
-//! (lavapipe/llvmpipe) when [`GpuOptions::allow_software`] says so, else
-//! [`Error::NoAdapter`]. A GL adapter on a software rasteriser is never chosen
-//! for compute (minutes of warm-up, then slower than lavapipe). `WGPU_BACKEND`
-//! (e.g. `vulkan`) limits the backends searched and `WGPU_ADAPTER_NAME` picks
-//! an adapter by a case-insensitive substring of its name.
+//! Adapter choice ([`AdapterChoice`]): the best adapter (a hardware GPU when there is one,
+//! else a software adapter such as lavapipe when [`GpuOptions::allow_software`] says so,
+//! else [`Error::NoAdapter`]), the N-th of the candidates (`gpu:N`: a Ray worker that owns
+//! GPU 1 of 4 identical cards says `gpu:1`), or the first whose name contains a string.
+//! A GL adapter on a software rasteriser is never chosen for compute (minutes of warm-up,
+//! then slower than lavapipe).
+//!
+//! Nothing here reads the environment unless asked: [`GpuOptions::from_env`] reads
+//! `WGPU_BACKEND` (which backends to search) and `WGPU_ADAPTER_NAME` (an adapter by a
+//! case-insensitive part of its name), and refuses values it does not know.
+//!
+//! [`timing`] times recorded passes on the device (timestamp queries, else the wall clock).
+
+pub mod timing;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -18,6 +26,20 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
+
+/// Which adapter [`Gpu::new_async`] opens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AdapterChoice {
+    /// The best one: hardware before software, Vulkan / Metal / DX12 before GL.
+    #[default]
+    Best,
+    /// The N-th candidate in the order [`list_adapters`] numbers them: the hardware adapters
+    /// of the best backend that has any (GL only when no other backend has one), or, with
+    /// none, the software adapters. `gpu:1` on a machine of four identical cards is the second.
+    Index(usize),
+    /// The first adapter whose name contains this (case-insensitive).
+    Name(String),
+}
 
 /// What the engine knows about one adapter.
 #[derive(Clone, Debug)]
@@ -59,9 +81,13 @@ impl AdapterSummary {
     }
 }
 
-/// Optional knobs for [`Gpu::with_options`].
+/// How [`Gpu::with_options`] finds and opens its device.
 #[derive(Clone, Debug)]
 pub struct GpuOptions {
+    /// Which adapter.
+    pub adapter: AdapterChoice,
+    /// The backends searched (all by default; `WGPU_BACKEND` through [`GpuOptions::from_env`]).
+    pub backends: wgpu::Backends,
     /// Edits the adapter's limits before the device is requested. Lower
     /// limits are how tests exercise the "too large for this device" paths cheaply.
     pub adjust_limits: Option<fn(&mut wgpu::Limits)>,
@@ -69,11 +95,58 @@ pub struct GpuOptions {
     /// hardware GPU exists. `true` by default: asking for a `Gpu` is asking for one;
     /// [`crate::Engine`]'s automatic choice sets it only when software was asked for.
     pub allow_software: bool,
+    /// Whether to ask for wgpu's experimental cooperative matrices where the adapter has them
+    /// (`false`: the feature stays out of the device; the kernel policy's `coop: Off`).
+    pub cooperative_matrix: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { adjust_limits: None, allow_software: true }
+        GpuOptions {
+            adapter: AdapterChoice::Best,
+            backends: wgpu::Backends::all(),
+            adjust_limits: None,
+            allow_software: true,
+            cooperative_matrix: true,
+        }
+    }
+}
+
+/// `WGPU_BACKEND`'s names and the backends they mean.
+const BACKEND_NAMES: [(&str, wgpu::Backends); 4] = [
+    ("vulkan", wgpu::Backends::VULKAN),
+    ("metal", wgpu::Backends::METAL),
+    ("dx12", wgpu::Backends::DX12),
+    ("gl", wgpu::Backends::GL),
+];
+
+/// Parses a comma-separated list of backend names (`vulkan`, `metal`, `dx12`, `gl`).
+pub fn parse_backends(list: &str) -> Option<wgpu::Backends> {
+    let mut b = wgpu::Backends::empty();
+    for name in list.split(',').map(|n| n.trim().to_lowercase()) {
+        b |= BACKEND_NAMES.iter().find(|(n, _)| *n == name)?.1;
+    }
+    Some(b)
+}
+
+impl GpuOptions {
+    /// The defaults, with `WGPU_BACKEND` (a comma-separated list of `vulkan`, `metal`, `dx12`,
+    /// `gl`) and `WGPU_ADAPTER_NAME` (part of an adapter's name) applied. An unknown backend
+    /// name is an error naming the variable and the accepted values.
+    pub fn from_env() -> Result<GpuOptions> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let mut o = GpuOptions::default();
+        if let Some(v) = var("WGPU_BACKEND") {
+            o.backends = parse_backends(&v).ok_or_else(|| Error::BadSetting {
+                name: "WGPU_BACKEND",
+                value: v.clone(),
+                expected: "a comma-separated list of vulkan, metal, dx12, gl".into(),
+            })?;
+        }
+        if let Some(v) = var("WGPU_ADAPTER_NAME") {
+            o.adapter = AdapterChoice::Name(v);
+        }
+        Ok(o)
     }
 }
 
@@ -94,17 +167,31 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, backend)
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    // wgpu's own debugging variables still apply; the backends are ours to choose
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
 }
 
-/// Every adapter the instance sees (respecting `WGPU_BACKEND`), and the index
-/// of the one [`Gpu::new`] would choose (respecting `WGPU_ADAPTER_NAME`).
-pub fn list_adapters() -> (Vec<AdapterSummary>, Result<usize>) {
-    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+/// What [`list_adapters`] found.
+#[derive(Debug)]
+pub struct AdapterList {
+    /// Every adapter of the searched backends, in the instance's order.
+    pub adapters: Vec<AdapterSummary>,
+    /// Positions in `adapters` of the candidates `gpu:N` numbers (N is the position here).
+    pub numbered: Vec<usize>,
+    /// The adapter `options` choose, or why none.
+    pub chosen: Result<usize>,
+}
+
+/// Every adapter of `options.backends`, the candidates `gpu:N` numbers, and the one
+/// [`Gpu::with_options`] would open.
+pub fn list_adapters(options: &GpuOptions) -> AdapterList {
+    let adapters = pollster::block_on(instance(options.backends).enumerate_adapters(options.backends));
     let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
-    let chosen = choose(&infos, true);
-    (infos.iter().map(AdapterSummary::of).collect(), chosen)
+    let chosen = choose(&infos, options);
+    AdapterList { adapters: infos.iter().map(AdapterSummary::of).collect(), numbered: numbered(&infos), chosen }
 }
 
 /// A GL adapter on a software rasteriser: never used for compute.
@@ -112,33 +199,62 @@ fn is_software_gl(info: &wgpu::AdapterInfo) -> bool {
     info.backend == wgpu::Backend::Gl && info.device_type == wgpu::DeviceType::Cpu
 }
 
-/// Picks the best adapter among `infos`, honouring `WGPU_ADAPTER_NAME`; software adapters
-/// only when `allow_software`.
-fn choose(infos: &[wgpu::AdapterInfo], allow_software: bool) -> Result<usize> {
-    let wanted = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
-    let candidates: Vec<usize> = (0..infos.len())
-        .filter(|&i| match &wanted {
-            Some(w) => infos[i].name.to_lowercase().contains(&w.to_lowercase()),
-            None => true,
-        })
-        .filter(|&i| !is_software_gl(&infos[i]))
-        .filter(|&i| allow_software || infos[i].device_type != wgpu::DeviceType::Cpu)
-        .collect();
-    if let Some(w) = wanted {
-        if candidates.is_empty() {
-            return Err(Error::AdapterNotFound {
-                wanted: w,
-                available: infos.iter().map(|i| format!("{} ({:?})", i.name, i.backend)).collect(),
-            });
+/// The candidates `gpu:N` numbers, in the instance's order: the hardware adapters of the best
+/// backend that has any (Vulkan, Metal, DX12 before GL), else the software ones (never GL).
+fn numbered(infos: &[wgpu::AdapterInfo]) -> Vec<usize> {
+    let hardware: Vec<usize> = (0..infos.len()).filter(|&i| infos[i].device_type != wgpu::DeviceType::Cpu).collect();
+    let pool =
+        if hardware.is_empty() { (0..infos.len()).filter(|&i| !is_software_gl(&infos[i])).collect() } else { hardware };
+    let Some(best) = pool.iter().map(|&i| rank(&infos[i]).1).min() else { return Vec::new() };
+    let mut backends = pool.iter().filter(|&&i| rank(&infos[i]).1 == best).map(|&i| infos[i].backend);
+    let backend = backends.next();
+    pool.into_iter().filter(|&i| Some(infos[i].backend) == backend).collect()
+}
+
+/// Picks the adapter `options` ask for among `infos`; software adapters only when
+/// `options.allow_software` (or asked for by index or name).
+fn choose(infos: &[wgpu::AdapterInfo], options: &GpuOptions) -> Result<usize> {
+    let list = |idx: &mut dyn Iterator<Item = usize>| {
+        idx.map(|i| format!("{} ({:?}, {:?})", infos[i].name, infos[i].backend, infos[i].device_type))
+            .collect::<Vec<String>>()
+    };
+    let searched = if options.backends == wgpu::Backends::all() {
+        "any backend".to_string()
+    } else {
+        let names: Vec<&str> =
+            BACKEND_NAMES.iter().filter(|(_, b)| options.backends.contains(*b)).map(|(n, _)| *n).collect();
+        format!("backend(s) {}", names.join(", "))
+    };
+    match &options.adapter {
+        AdapterChoice::Index(n) => {
+            let numbered = numbered(infos);
+            numbered.get(*n).copied().ok_or_else(|| Error::AdapterNotFound {
+                wanted: format!("gpu:{n} (adapters are numbered from 0)"),
+                available: list(&mut numbered.iter().copied())
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, a): (usize, String)| format!("gpu:{n} {a}"))
+                    .collect(),
+            })
         }
+        AdapterChoice::Name(w) => (0..infos.len())
+            .filter(|&i| infos[i].name.to_lowercase().contains(&w.to_lowercase()) && !is_software_gl(&infos[i]))
+            .min_by_key(|&i| (rank(&infos[i]), i))
+            .ok_or_else(|| Error::AdapterNotFound {
+                wanted: format!("adapter name {w:?}"),
+                available: list(&mut (0..infos.len())),
+            }),
+        AdapterChoice::Best => (0..infos.len())
+            .filter(|&i| !is_software_gl(&infos[i]))
+            .filter(|&i| options.allow_software || infos[i].device_type != wgpu::DeviceType::Cpu)
+            .min_by_key(|&i| (rank(&infos[i]), i))
+            .ok_or_else(|| Error::NoAdapter {
+                detail: match options.allow_software {
+                    true => format!("no usable adapter on {searched}"),
+                    false => format!("no hardware GPU on {searched}"),
+                },
+            }),
     }
-    candidates.into_iter().min_by_key(|&i| (rank(&infos[i]), i)).ok_or_else(|| Error::NoAdapter {
-        detail: match (std::env::var("WGPU_BACKEND"), allow_software) {
-            (Ok(b), true) => format!("no usable adapter on backend(s) WGPU_BACKEND={b}"),
-            (Err(_), true) => "no usable adapter on any backend".into(),
-            (_, false) => "no hardware GPU".into(),
-        },
-    })
 }
 
 /// Where resformer keeps what it learns about a device between processes (the tuner's
@@ -197,7 +313,8 @@ pub struct Gpu {
     adapter: AdapterSummary,
     limits: wgpu::Limits,
     features: wgpu::Features,
-    kernels: Mutex<HashMap<Shader, Arc<Kernel>>>,
+    /// Compiled kernels by (stem, build key).
+    kernels: Mutex<HashMap<(&'static str, String), Arc<Kernel>>>,
     /// First error the device reported outside an error scope.
     uncaptured: Arc<Mutex<Option<String>>>,
     /// A small storage buffer bound where an optional input is absent.
@@ -210,6 +327,8 @@ pub struct Gpu {
     memos: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     /// The cooperative-matrix shapes and types the adapter supports (empty without the feature).
     coop: Vec<wgpu::CooperativeMatrixProperties>,
+    /// Whether cooperative matrices were asked for ([`GpuOptions::cooperative_matrix`]).
+    coop_requested: bool,
 }
 
 /// Optional features resformer uses when the adapter has them. Cooperative matrices are
@@ -235,14 +354,14 @@ impl Gpu {
 
     /// The async form of [`Gpu::with_options`].
     pub async fn new_async(options: GpuOptions) -> Result<Gpu> {
-        let instance = instance();
-        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let instance = instance(options.backends);
+        let adapters = instance.enumerate_adapters(options.backends).await;
         let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
-        let index = choose(&infos, options.allow_software)?;
+        let index = choose(&infos, &options)?;
         let adapter = &adapters[index];
         let summary = AdapterSummary::of(&infos[index]);
         let mut features = adapter.features() & WANTED_FEATURES;
-        if std::env::var("RESFORMER_COOP").is_ok_and(|v| v == "off") {
+        if !options.cooperative_matrix {
             // not even asked for: the experimental feature stays out of the device
             features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
         }
@@ -282,6 +401,7 @@ impl Gpu {
             false => None,
         };
         let mut gpu = Self::from_parts(device, queue, summary, features);
+        gpu.coop_requested = options.cooperative_matrix;
         gpu.coop = match features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             true => adapter.cooperative_matrix_properties(),
             false => Vec::new(),
@@ -387,6 +507,7 @@ impl Gpu {
             stats: Mutex::new(PipelineStats::default()),
             memos: Mutex::new(HashMap::new()),
             coop: Vec::new(),
+            coop_requested: true,
         }
     }
 
@@ -404,6 +525,12 @@ impl Gpu {
     /// behaviour); empty when the device has no cooperative matrices.
     pub fn cooperative_matrices(&self) -> &[wgpu::CooperativeMatrixProperties] {
         &self.coop
+    }
+
+    /// Whether the device was opened asking for cooperative matrices (`false` when the kernel
+    /// policy turned them off: the experimental feature was kept out of the device).
+    pub fn cooperative_matrix_requested(&self) -> bool {
+        self.coop_requested
     }
 
     /// The optional features enabled on the device.
@@ -429,22 +556,23 @@ impl Gpu {
     }
 
     /// The compiled kernel for `shader`, built on first use.
-    pub(crate) fn kernel(&self, shader: Shader) -> Result<Arc<Kernel>> {
-        if let Some(k) = self.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(&shader) {
+    pub(crate) fn kernel(&self, shader: &Shader) -> Result<Arc<Kernel>> {
+        let key = (shader.name, shader.key.clone());
+        if let Some(k) = self.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(k.clone());
         }
         // Built outside the lock: two threads may race to build one kernel; one wins.
         let kernel = Arc::new(self.build_kernel(shader)?);
         let mut map = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(map.entry(shader).or_insert(kernel).clone())
+        Ok(map.entry(key).or_insert(kernel).clone())
     }
 
-    fn build_kernel(&self, shader: Shader) -> Result<Kernel> {
+    fn build_kernel(&self, shader: &Shader) -> Result<Kernel> {
         let started = Instant::now();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(shader.name()),
-            source: wgpu::ShaderSource::Wgsl(shader.source()),
+            label: Some(shader.name),
+            source: wgpu::ShaderSource::Wgsl(shader.wgsl().into()),
         };
         // SAFETY: only loop bounding is off. Every loop in shaders/ and in the generated
         // kernels runs to a bound fixed before it starts (a constant, a params field or a
@@ -453,7 +581,7 @@ impl Gpu {
         // local memory: ~37x on matmul 4096^3 on an H200 (PERFORMANCE.md).
         let module = unsafe { self.device.create_shader_module_trusted(desc, shader_runtime_checks()) };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(shader.name()),
+            label: Some(shader.name),
             layout: None,
             module: &module,
             entry_point: Some("main"),
@@ -461,7 +589,7 @@ impl Gpu {
             cache: self.pipeline_cache.as_ref().map(|c| &c.cache),
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Shader { kernel: shader.name(), reason: e.to_string() });
+            return Err(Error::Shader { kernel: shader.name, reason: e.to_string() });
         }
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.compiled += 1;
@@ -491,6 +619,25 @@ impl Gpu {
     pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
+}
+
+/// Maps a MAP_READ buffer, copies its bytes out and unmaps it.
+pub(crate) fn read_mapped_bytes(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("buffer mapping was dropped".into()))?
+        .map_err(|e| Error::Gpu(format!("buffer mapping failed: {e}")))?;
+    let out = {
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("mapped range: {e}")))?;
+        view.to_vec()
+    };
+    staging.unmap();
+    gpu.check()?;
+    Ok(out)
 }
 
 /// The runtime checks every resformer module is built with: wgpu's defaults less
@@ -537,27 +684,72 @@ impl std::fmt::Debug for Gpu {
 
 #[cfg(test)]
 mod tests {
-    use super::choose;
+    use super::{choose, AdapterChoice, GpuOptions};
     use wgpu::{AdapterInfo, Backend, DeviceType};
 
     fn info(name: &str, ty: DeviceType, backend: Backend) -> AdapterInfo {
         AdapterInfo { name: name.into(), ..AdapterInfo::new(ty, backend) }
     }
 
+    fn opts(allow_software: bool, adapter: AdapterChoice) -> GpuOptions {
+        GpuOptions { allow_software, adapter, ..Default::default() }
+    }
+
     #[test]
     fn adapter_choice_prefers_hardware_and_never_takes_software_gl() {
-        // WGPU_ADAPTER_NAME would change these answers; the tests never set it
-        assert!(std::env::var("WGPU_ADAPTER_NAME").is_err());
+        let best = |soft| opts(soft, AdapterChoice::Best);
         let gl = info("llvmpipe", DeviceType::Cpu, Backend::Gl);
         let lavapipe = info("llvmpipe", DeviceType::Cpu, Backend::Vulkan);
         let gpu = info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Vulkan);
         let gpu_gl = info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Gl);
-        assert_eq!(choose(&[gl.clone(), lavapipe.clone(), gpu.clone()], true).unwrap(), 2);
-        assert_eq!(choose(&[gpu_gl.clone(), gpu.clone()], false).unwrap(), 1, "Vulkan before GL on one GPU");
-        assert_eq!(choose(&[gl.clone(), lavapipe.clone()], true).unwrap(), 1, "lavapipe when software is allowed");
-        assert!(choose(&[gl.clone(), lavapipe], false).is_err(), "no software adapter unless allowed");
-        assert!(choose(std::slice::from_ref(&gl), true).is_err(), "a GL rasteriser is never used for compute");
-        assert_eq!(choose(&[gl, gpu_gl], false).unwrap(), 1, "a hardware GL adapter is fine");
+        assert_eq!(choose(&[gl.clone(), lavapipe.clone(), gpu.clone()], &best(true)).unwrap(), 2);
+        assert_eq!(choose(&[gpu_gl.clone(), gpu.clone()], &best(false)).unwrap(), 1, "Vulkan before GL on one GPU");
+        assert_eq!(
+            choose(&[gl.clone(), lavapipe.clone()], &best(true)).unwrap(),
+            1,
+            "lavapipe when software is allowed"
+        );
+        assert!(choose(&[gl.clone(), lavapipe], &best(false)).is_err(), "no software adapter unless allowed");
+        assert!(choose(std::slice::from_ref(&gl), &best(true)).is_err(), "a GL rasteriser is never used for compute");
+        assert_eq!(choose(&[gl, gpu_gl], &best(false)).unwrap(), 1, "a hardware GL adapter is fine");
+    }
+
+    #[test]
+    fn gpu_n_counts_the_hardware_adapters_of_the_best_backend() {
+        let cards: Vec<AdapterInfo> = [
+            info("llvmpipe", DeviceType::Cpu, Backend::Vulkan),
+            info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Gl),
+            info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Vulkan),
+            info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Gl),
+            info("NVIDIA H100", DeviceType::DiscreteGpu, Backend::Vulkan),
+        ]
+        .into();
+        let at = |n| choose(&cards, &opts(false, AdapterChoice::Index(n)));
+        assert_eq!((at(0).unwrap(), at(1).unwrap()), (2, 4), "the two Vulkan cards, in order");
+        let e = at(2).unwrap_err().to_string();
+        assert!(e.contains("gpu:2") && e.matches("Vulkan").count() == 2, "{e}");
+        // only software adapters: they are numbered instead (never the GL rasteriser)
+        let soft = [info("llvmpipe", DeviceType::Cpu, Backend::Gl), info("llvmpipe", DeviceType::Cpu, Backend::Vulkan)];
+        assert_eq!(choose(&soft, &opts(false, AdapterChoice::Index(0))).unwrap(), 1);
+    }
+
+    #[test]
+    fn an_adapter_by_name_is_found_or_the_error_lists_them() {
+        let a = [
+            info("AMD Radeon", DeviceType::DiscreteGpu, Backend::Vulkan),
+            info("Intel Arc", DeviceType::DiscreteGpu, Backend::Vulkan),
+        ];
+        assert_eq!(choose(&a, &opts(false, AdapterChoice::Name("arc".into()))).unwrap(), 1);
+        let e = choose(&a, &opts(false, AdapterChoice::Name("a100".into()))).unwrap_err().to_string();
+        assert!(e.contains("\"a100\"") && e.contains("AMD Radeon") && e.contains("Intel Arc"), "{e}");
+    }
+
+    #[test]
+    fn backend_names_parse_and_unknown_ones_are_refused() {
+        assert_eq!(super::parse_backends("vulkan"), Some(wgpu::Backends::VULKAN));
+        assert_eq!(super::parse_backends("Vulkan, gl"), Some(wgpu::Backends::VULKAN | wgpu::Backends::GL));
+        assert_eq!(super::parse_backends("bogus"), None);
+        assert_eq!(super::parse_backends("vulkan,bogus"), None);
     }
 }
 
@@ -565,7 +757,12 @@ mod tests {
 mod memo_tests {
     #[test]
     fn a_memo_is_computed_once_per_device_and_type() {
-        let Some(gpu) = crate::testing::shared_gpu() else { return };
+        // a device of its own: the test helpers sit above this layer
+        let gpu = match super::GpuOptions::from_env().and_then(super::Gpu::with_options) {
+            Ok(g) => g,
+            Err(e) if std::env::var("RESFORMER_REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("no adapter: {e}"),
+            Err(e) => return eprintln!("skipping GPU test: {e}"),
+        };
         struct A(u32);
         struct B(u32);
         let first = gpu.memo(|| A(1));

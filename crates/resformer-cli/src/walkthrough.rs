@@ -3,7 +3,7 @@
 //!
 //! 1. Each token gets an embedding and one head its q, k, v weights: seeded
 //!    random ones ([`Walkthrough::random`]) or a real model's
-//!    ([`crate::model::minilm::walkthrough`]).
+//!    ([`minilm`]).
 //! 2. The `matmul` kernel computes [q | k | v] = x · w_qkvᵀ + b.
 //! 3. The fused `attention` kernel never writes its probabilities, so they are
 //!    read out by running it with v = the identity: row s of softmax(q·kᵀ/√d)·I
@@ -11,9 +11,9 @@
 //!    with q zero-padded and pre-scaled so the scale stays 1/√d.)
 //!
 //! ```
-//! let w = resformer::walkthrough::Walkthrough::random("I love deep learning", 16, 0)?;
+//! let w = resformer_cli::walkthrough::Walkthrough::random("I love deep learning", 16, 0)?;
 //! let p = match resformer::Gpu::new() {
-//!     Ok(gpu) => w.weights_gpu(&gpu)?, // the engine's kernels
+//!     Ok(gpu) => w.weights_gpu(&gpu, &Default::default())?, // the engine's kernels
 //!     Err(_) => w.weights_cpu(),       // the CPU reference
 //! };
 //! assert_eq!(p.len(), 16); // (4, 4), each row sums to 1
@@ -23,15 +23,17 @@
 
 use std::path::Path;
 
-use crate::device::Gpu;
-use crate::error::{Error, Result};
+use resformer::kernels::attention::{prepare_attention_variant, AttentionConfig, AttentionVariant, MAX_HEAD_DIM};
+use resformer::kernels::matmul::Activation;
+use resformer::kernels::KernelPolicy;
+use resformer::model::io::TensorFile;
+use resformer::model::minilm::{load_tokenizer, load_weights, HEADS, HIDDEN};
+use resformer::rng::Rng;
+use resformer::tensor::{DType, Tensor};
+use resformer::{reference, Error, Gpu, Result};
+
 use crate::heatmap::Heatmap;
-use crate::kernels::attention::{attention, AttentionConfig, MAX_HEAD_DIM};
-use crate::kernels::matmul::{matmul, Activation};
 use crate::raster::Canvas;
-use crate::reference;
-use crate::rng::Rng;
-use crate::tensor::{DType, Tensor};
 
 /// One head's view of a sentence.
 pub struct Walkthrough {
@@ -58,6 +60,13 @@ impl Walkthrough {
     /// Seeded random embeddings (one per whitespace-separated word, E = d) and head weights.
     pub fn random(sentence: &str, dim: usize, seed: u64) -> Result<Walkthrough> {
         let tokens: Vec<String> = sentence.split_whitespace().map(String::from).collect();
+        if dim == 0 || dim > MAX_HEAD_DIM {
+            // refused before the (3d, d) weights are drawn
+            return Err(Error::InvalidArgument {
+                op: "attention walk-through",
+                what: format!("head dim {dim}: the attention kernels hold 1..={MAX_HEAD_DIM}"),
+            });
+        }
         let x: Vec<f32> = tokens.iter().flat_map(|w| Rng::new(word_seed(w, seed)).vec(dim, -1.0, 1.0)).collect();
         let mut rng = Rng::new(seed ^ 0x5eed);
         let bound = 2.0 / (dim.max(1) as f32).sqrt();
@@ -104,14 +113,15 @@ impl Walkthrough {
         let (t, d) = (self.tokens.len(), self.dim);
         let mut qkv = vec![0.0; t * 3 * d];
         // (T, 3D) = (T, E) · (3D, E)ᵀ
-        let shape = crate::ops::MatmulShape::linear(t, 3 * d, self.embed);
+        let shape = resformer::ops::MatmulShape::linear(t, 3 * d, self.embed);
         reference::matmul::matmul(&mut qkv, &self.x, &self.w_qkv, Some(&self.b_qkv), Activation::None, shape);
         let p = reference::attention::attention_weights(&qkv, None, &self.attention_config(d), 0, 0);
         p.iter().map(|&v| v as f32).collect()
     }
 
-    /// The (T, T) attention weights from the engine's matmul and attention kernels.
-    pub fn weights_gpu(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+    /// The (T, T) attention weights from the engine's matmul and attention kernels, the
+    /// variants `policy` picks.
+    pub fn weights_gpu(&self, gpu: &Gpu, policy: &KernelPolicy) -> Result<Vec<f32>> {
         let (t, d) = (self.tokens.len(), self.dim);
         // 1. [q | k | v] on the GPU
         let x = Tensor::from_f32(gpu, &[t, self.embed], &self.x)?;
@@ -119,7 +129,7 @@ impl Walkthrough {
         let b = Tensor::from_f32(gpu, &[3 * d], &self.b_qkv)?;
         let qkv = Tensor::empty(gpu, &[t, 3 * d], DType::F32)?;
         let mut enc = gpu.encoder("walkthrough.qkv");
-        matmul(gpu, &mut enc, &x, &w, Some(&b), Activation::None, &qkv)?;
+        resformer::tune::prepare_matmul(gpu, policy, &x, &w, Some(&b), Activation::None, &qkv)?.record(&mut enc);
         gpu.submit_and_wait(enc)?;
         let qkv = qkv.read(gpu)?;
         // 2. widen to head dim w >= T: q · √(w/d) and zero-padded, k zero-padded, v = identity
@@ -136,7 +146,8 @@ impl Walkthrough {
         let probe = Tensor::from_f32(gpu, &[t, 3 * wd], &probe)?;
         let out = Tensor::empty(gpu, &[t, wd], DType::F32)?;
         let mut enc = gpu.encoder("walkthrough.attention");
-        attention(gpu, &mut enc, &probe, None, &self.attention_config(wd), &out)?;
+        let variant = AttentionVariant::choose(gpu, policy.attention)?;
+        prepare_attention_variant(gpu, variant, &probe, None, &self.attention_config(wd), &out)?.record(&mut enc);
         gpu.submit_and_wait(enc)?;
         let out = out.read(gpu)?;
         Ok((0..t).flat_map(|s| out[s * wd..s * wd + t].to_vec()).collect())
@@ -190,10 +201,52 @@ impl Walkthrough {
     }
 }
 
+/// The attention walk-through on real weights: MiniLM's tokens for `sentence`
+/// (with `[CLS]` and `[SEP]`), their embeddings as layer 0 sees them (after the
+/// embedding LayerNorm), and the q, k, v weights of layer 0's `head`.
+pub fn minilm(dir: &Path, sentence: &str, head: usize) -> Result<Walkthrough> {
+    if head >= HEADS {
+        return Err(Error::InvalidArgument {
+            op: "attention walk-through",
+            what: format!("head {head}: MiniLM has {HEADS}"),
+        });
+    }
+    let file = TensorFile::open(&dir.join("model.safetensors"))?;
+    let (weights, emb) = load_weights(&file)?;
+    let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+    let enc = tokenizer
+        .encode(sentence, true)
+        .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
+    let mut raw = Vec::new();
+    for (p, &id) in enc.get_ids().iter().enumerate() {
+        if id as usize >= emb.vocab {
+            return Err(Error::InvalidArgument {
+                op: "tokenize",
+                what: format!("token id {id} is outside the vocabulary"),
+            });
+        }
+        emb.push(&mut raw, id, p);
+    }
+    let t = enc.get_ids().len();
+    let (g, b) = weights.input_norm.as_ref().expect("MiniLM has an embedding LayerNorm");
+    let mut x = vec![0.0; raw.len()];
+    reference::layernorm::layernorm(&mut x, &raw, None, g, b, t, HIDDEN, resformer::model::minilm::block_config().eps);
+    // rows h*D..(h+1)*D of each of q, k, v in the packed in-projection
+    let (d, block) = (HIDDEN / HEADS, &weights.blocks[0]);
+    let mut w = Vec::with_capacity(3 * d * HIDDEN);
+    let mut bias = Vec::with_capacity(3 * d);
+    for part in 0..3 {
+        let r0 = part * HIDDEN + head * d;
+        w.extend_from_slice(&block.in_proj_weight[r0 * HIDDEN..(r0 + d) * HIDDEN]);
+        bias.extend_from_slice(&block.in_proj_bias[r0..r0 + d]);
+    }
+    Walkthrough::new(enc.get_tokens().to_vec(), x, d, w, bias)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_close, shared_gpu, Tol};
+    use resformer::testing::{assert_close, shared_gpu, Tol};
 
     /// Softmax probabilities from f32 kernels against the f64 reference.
     const WALKTHROUGH_TOL: Tol = Tol { atol: 1e-5, rtol: 1e-4 };
@@ -203,7 +256,7 @@ mod tests {
         let Some(gpu) = shared_gpu() else { return };
         for (sentence, dim) in [("I love deep learning", 16), ("a", 8), ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen", 8)] {
             let w = Walkthrough::random(sentence, dim, 3).unwrap();
-            let got = w.weights_gpu(gpu).unwrap();
+            let got = w.weights_gpu(gpu, &KernelPolicy::default()).unwrap();
             let want = w.weights_cpu();
             assert_close(&format!("walkthrough {sentence:?} d{dim}"), &got, &want, WALKTHROUGH_TOL);
             let t = w.tokens.len();

@@ -3,25 +3,22 @@
 use std::path::PathBuf;
 
 use resformer::model::fixture::{load_dir, PYTORCH_ATOL};
-use resformer::model::Backend;
-use resformer::testing::{compare, Tol};
-use resformer::{Engine, EngineOptions};
+use resformer::ops::{compare, Tol};
 
-use crate::{CliError, CliResult};
+use crate::{CliError, CliResult, DeviceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// A directory written by scripts/make_fixtures.py (with manifest.txt)
     #[arg(long, default_value = "tests/fixtures/block")]
     dir: PathBuf,
-    /// auto, gpu, cpu or reference
-    #[arg(long, default_value = "auto")]
-    backend: Backend,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: Args) -> CliResult {
     let fixtures = load_dir(&a.dir)?;
-    let engine = Engine::new_blocking(EngineOptions { backend: a.backend, ..Default::default() })?;
+    let engine = a.device.engine()?;
     let tol = Tol { atol: PYTORCH_ATOL, rtol: 0.0 };
     let (mut misses, mut worst) = (0, 0.0f32);
     println!(

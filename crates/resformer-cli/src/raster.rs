@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use resformer::{Error, Result};
 
 /// 3 x 5 glyphs, one row per string, `#` = ink. Letters are drawn upper-case.
 const GLYPHS: &[(char, [&str; 5])] = &[

@@ -3,17 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use resformer::bench::median;
-use resformer::kernels::matmul::Activation;
+use resformer::model::budget::{activation_values, check_host, stack_values};
 use resformer::model::io::{write_f32, HostTensor, TensorFile};
-use resformer::model::{cpu, Backend, BlockConfig, InputShape, Precision, Stack, StackWeights};
+use resformer::model::{host, BlockConfig, InputShape, Precision, Stack, StackWeights};
+use resformer::ops::{compare, median, Activation, Tol};
 use resformer::rng::Rng;
-use resformer::testing::{compare, Tol};
-use resformer::{Engine, EngineOptions, Error};
+use resformer::Error;
 
-use crate::{progress, usage, CliError, CliResult};
+use crate::{positive, progress, usage, CliError, CliResult, DeviceArgs};
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// Weights with PyTorch's state_dict names (block i under {prefix}{i}.); needs --input
     #[arg(long, value_name = "W.safetensors")]
@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, value_name = "Y.safetensors")]
     output: Option<PathBuf>,
     /// Attention heads (required with --weights; 8 for random weights)
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     heads: Option<usize>,
     /// Tensor name prefix of block 0 in the weights file
     #[arg(long, default_value = "")]
@@ -45,9 +45,8 @@ pub struct Args {
     /// Input is (batch, seq, E)
     #[arg(long)]
     batch_first: bool,
-    /// auto (a hardware GPU, else the CPU backend), gpu, cpu or reference
-    #[arg(long, default_value = "auto")]
-    backend: Backend,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Also run the reference path and print the largest differences
     #[arg(long)]
     check: bool,
@@ -57,27 +56,27 @@ pub struct Args {
     /// f32, or f16: matmul weights stored and read as f16 (activations and accumulation f32)
     #[arg(long, default_value = "f32")]
     precision: Precision,
-    /// Timed forwards (at least 3, about 10 s at most)
-    #[arg(long, default_value_t = 5)]
+    /// Timed forwards after the warm-up; past 3 of them, the runs stop once about 10 s have passed
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     runs: usize,
-    /// Random weights: blocks
-    #[arg(long, default_value_t = 6)]
-    layers: usize,
-    /// Random weights: embed dim E
-    #[arg(long, default_value_t = 256)]
-    embed: usize,
-    /// Random weights: feed-forward dim F
-    #[arg(long, default_value_t = 1024)]
-    ff: usize,
-    /// Random input: sequence length
-    #[arg(long, default_value_t = 128)]
-    seq: usize,
-    /// Random input: batch
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-    /// Random weights and input: seed
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Random weights: blocks [default: 6]
+    #[arg(long, value_parser = positive)]
+    layers: Option<usize>,
+    /// Random weights: embed dim E [default: 256]
+    #[arg(long, value_parser = positive)]
+    embed: Option<usize>,
+    /// Random weights: feed-forward dim F [default: 1024]
+    #[arg(long, value_parser = positive)]
+    ff: Option<usize>,
+    /// Random input: sequence length [default: 128]
+    #[arg(long, value_parser = positive)]
+    seq: Option<usize>,
+    /// Random input: batch [default: 4]
+    #[arg(long, value_parser = positive)]
+    batch: Option<usize>,
+    /// Random weights and input: seed [default: 0]
+    #[arg(long, value_parser = crate::non_negative)]
+    seed: Option<u64>,
 }
 
 impl Args {
@@ -96,6 +95,21 @@ type Loaded = (StackWeights, BlockConfig, HostTensor, InputShape, Option<Vec<u32
 
 fn from_files(a: &Args, w: &Path, x: &Path) -> Result<Loaded, CliError> {
     let heads = a.heads.ok_or_else(|| usage("--heads is required with --weights"))?;
+    let random_only = [
+        ("--layers", a.layers.is_some()),
+        ("--embed", a.embed.is_some()),
+        ("--ff", a.ff.is_some()),
+        ("--seq", a.seq.is_some()),
+        ("--batch", a.batch.is_some()),
+        ("--seed", a.seed.is_some()),
+    ];
+    let given: Vec<&str> = random_only.iter().filter(|(_, set)| *set).map(|(f, _)| *f).collect();
+    if !given.is_empty() {
+        return Err(usage(format!(
+            "{} set(s) the random stack's sizes; with --weights and --input the sizes come from the files",
+            given.join(", ")
+        )));
+    }
     let wfile = TensorFile::open(w)?;
     // the library names the parameter; the command line names its flag
     let weights = StackWeights::from_file(&wfile, &a.prefix).map_err(|e| match e {
@@ -137,16 +151,27 @@ fn from_files(a: &Args, w: &Path, x: &Path) -> Result<Loaded, CliError> {
 
 fn random(a: &Args) -> Result<Loaded, CliError> {
     let heads = a.heads.unwrap_or(8);
-    let mut cfg = BlockConfig::new(a.embed, heads, a.ff);
+    let (layers, embed, ff) = (a.layers.unwrap_or(6), a.embed.unwrap_or(256), a.ff.unwrap_or(1024));
+    let (seq, batch, seed) = (a.seq.unwrap_or(128), a.batch.unwrap_or(4), a.seed.unwrap_or(0));
+    let mut cfg = BlockConfig::new(embed, heads, ff);
     a.configure(&mut cfg);
-    cfg.validate()?;
-    let weights = StackWeights::random(a.seed, a.layers, a.embed, a.ff);
-    let (seq, batch, embed) = (a.seq, a.batch, a.embed);
+    cfg.validate().map_err(|e| usage(format!("{e} (--embed, --heads)")))?;
+    // before anything is allocated: the weights (kept twice: the engine's and the check's),
+    // the input and output, and one forward's activations
+    let tokens = seq as u128 * batch as u128;
+    let values = 2 * stack_values(layers, embed, ff)
+        + 2 * tokens * embed as u128
+        + activation_values(&cfg, tokens.min(usize::MAX as u128) as usize);
+    check_host(
+        || format!("a random stack of {layers} blocks (embed {embed}, ff {ff}) on seq {seq} x batch {batch}"),
+        4 * values,
+        "lower --layers, --embed or --ff for the weights, --seq or --batch for the input",
+    )?;
+    let weights = StackWeights::random(seed, layers, embed, ff);
     let dims = if cfg.batch_first { vec![batch, seq, embed] } else { vec![seq, batch, embed] };
-    let data = Rng::new(a.seed + 1).vec(seq * batch * embed, -1.0, 1.0);
+    let data = Rng::new(seed + 1).vec(seq * batch * embed, -1.0, 1.0);
     println!(
-        "random weights (seed {}): {} blocks, embed {embed}, heads {heads}, ff {}; input seq {seq} x batch {batch}",
-        a.seed, a.layers, a.ff
+        "random weights (seed {seed}): {layers} blocks, embed {embed}, heads {heads}, ff {ff}; input seq {seq} x batch {batch}"
     );
     Ok((weights, cfg, HostTensor { shape: dims, data }, InputShape { seq, batch, embed }, None))
 }
@@ -162,7 +187,7 @@ pub fn run(a: Args) -> CliResult {
 
     // 2. the stack on the chosen backend
     let t = Instant::now();
-    let engine = Engine::new_blocking(EngineOptions { backend: a.backend, ..Default::default() })?;
+    let engine = a.device.engine()?;
     println!("backend: {}", engine.choice());
     let stack = engine.load_stack(weights.clone(), cfg)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -194,7 +219,7 @@ pub fn run(a: Args) -> CliResult {
         ),
         None => println!("warm-up: load {load_ms:.0} ms; first forward {first_ms:.0} ms"),
     }
-    let max_runs = a.runs.max(1);
+    let max_runs = a.runs;
     let bar = progress(max_runs, "forwards");
     let mut times = Vec::new();
     let budget = Instant::now();
@@ -217,7 +242,7 @@ pub fn run(a: Args) -> CliResult {
     if a.check {
         let t = Instant::now();
         // against the f32 model: in the f16 mode this is the mode's own error
-        let want = cpu::forward(&weights, &cfg, &input.data, shape.seq, shape.batch, key_pad.as_deref());
+        let want = host::forward(&weights, &cfg, &input.data, shape.seq, shape.batch, key_pad.as_deref());
         let d = compare(&output, &want, Tol { atol: 0.0, rtol: 0.0 });
         println!(
             "check against the CPU reference path ({:.0} ms): max abs diff {:.3e}, max rel diff {:.3e}",

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
 use crate::raster::Canvas;
+use resformer::{Error, Result};
 
 /// A (rows, cols) matrix with names on both axes, each cell coloured by value / `scale` and
 /// lettered with its label.

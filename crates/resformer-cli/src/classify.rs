@@ -5,16 +5,16 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use resformer::bench::median;
-use resformer::heatmap::Heatmap;
 use resformer::metrics::Report;
 use resformer::model::vit::{softmax, test_split, Digits, VitClassifier};
-use resformer::model::Backend;
-use resformer::{Engine, EngineOptions};
+use resformer::ops::median;
+use resformer::Engine;
+use resformer_cli::heatmap::Heatmap;
 
-use crate::{usage, CliError, CliResult};
+use crate::{positive, usage, CliError, CliResult, DeviceArgs};
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// The model directory (config.json, model.safetensors, split.json)
     #[arg(long, value_name = "DIR", default_value = "assets/vit-digits")]
@@ -22,21 +22,32 @@ pub struct Args {
     /// The digits (bash scripts/fetch-digits.sh)
     #[arg(long, value_name = "CSV", default_value = "data/digits/digits.csv")]
     data: PathBuf,
-    /// auto, gpu, cpu or reference
-    #[arg(long, default_value = "auto")]
-    backend: Backend,
-    /// Print the report as JSON
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Print the report (with --image, the image's result) as JSON
     #[arg(long)]
     json: bool,
-    /// Draw the confusion matrix here (.png or .svg)
+    /// Draw the confusion matrix of the whole split here (.png or .svg)
     #[arg(long, value_name = "confusion.png|svg")]
     out: Option<PathBuf>,
     /// Show test image N: the digit, its probabilities, the class token's attention
-    #[arg(long, value_name = "N")]
-    image: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = crate::non_negative)]
+    image: Option<u64>,
     /// Timed passes over the test split (the median is reported), after a warm-up
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = positive)]
     runs: usize,
+}
+
+/// What `classify --image N --json` prints.
+#[derive(serde::Serialize)]
+struct ImageJson<'a> {
+    backend: &'a str,
+    image: usize,
+    row: usize,
+    label: usize,
+    predicted: usize,
+    probabilities: &'a [f32],
+    class_token_attention: &'a [f32],
 }
 
 /// What `classify --json` prints.
@@ -50,8 +61,11 @@ struct JsonOut<'a> {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let engine = Engine::new_blocking(EngineOptions { backend: a.backend, ..Default::default() })?;
-    let model = VitClassifier::load(&a.model, &engine)?;
+    if a.image.is_some() && a.out.is_some() {
+        return Err(usage("--out draws the confusion matrix of the whole test split; it does nothing with --image"));
+    }
+    let engine = a.device.engine()?;
+    let model = engine.load_vit(&a.model)?;
     let digits =
         Digits::load(&a.data).map_err(|e| usage(format!("{e} (bash scripts/fetch-digits.sh fetches the digits)")))?;
     let split = test_split(&a.model)?;
@@ -59,14 +73,14 @@ pub fn run(a: Args) -> CliResult {
         return Err(usage(format!("split.json names image {bad}, but the data has {}", digits.labels.len())));
     }
     if let Some(n) = a.image {
-        return one_image(&model, &engine, &digits, &split, n);
+        return one_image(&model, &engine, &digits, &split, n as usize, a.json);
     }
     let images: Vec<&[f32]> = split.iter().map(|&i| &digits.images[i][..]).collect();
     let truth: Vec<usize> = split.iter().map(|&i| digits.labels[i]).collect();
     model.predict(&images)?; // warm-up: pipelines, plans
     let mut times = Vec::new();
     let mut predicted = Vec::new();
-    for _ in 0..a.runs.max(1) {
+    for _ in 0..a.runs {
         let t = Instant::now();
         predicted = model.predict(&images)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -132,14 +146,38 @@ pub fn run(a: Args) -> CliResult {
 
 /// The walk-through for vision: one test digit, its class probabilities, and the class token's
 /// attention over the patches in the last block.
-fn one_image(model: &VitClassifier, engine: &Engine, digits: &Digits, split: &[usize], n: usize) -> CliResult {
-    let &index =
-        split.get(n).ok_or_else(|| usage(format!("--image {n}: the test split has {} images", split.len())))?;
+fn one_image(
+    model: &VitClassifier,
+    engine: &Engine,
+    digits: &Digits,
+    split: &[usize],
+    n: usize,
+    json: bool,
+) -> CliResult {
+    let &index = split.get(n).ok_or_else(|| {
+        usage(format!("--image {n}: the test split has {} images (0..={})", split.len(), split.len().saturating_sub(1)))
+    })?;
     let (img, label) = (&digits.images[index][..], digits.labels[index]);
     let c = model.config();
     let logits = model.logits(&[img])?;
     let p = softmax(&logits);
     let predicted = resformer::model::vit::argmax(&logits);
+    let block = c.layers - 1;
+    let att = model.class_attention(img, block)?;
+    if json {
+        let out = ImageJson {
+            backend: engine.choice(),
+            image: n,
+            row: index,
+            label,
+            predicted,
+            probabilities: &p,
+            class_token_attention: &att,
+        };
+        let text = serde_json::to_string(&out).map_err(|e| CliError::Failed(format!("writing JSON: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
     println!("backend: {}", engine.choice());
     println!("test image {n} (row {index} of the data set), true class {label}, predicted {predicted}:");
     let shade = |v: f32| [" ", ".", ":", "+", "#"][((v / 16.0 * 4.99) as usize).min(4)];
@@ -152,8 +190,6 @@ fn one_image(model: &VitClassifier, engine: &Engine, digits: &Digits, split: &[u
         let mark = if k == predicted { "  <- predicted" } else { "" };
         println!("  {k}  {v:.4}  {}{mark}", "#".repeat((v * 40.0).round() as usize));
     }
-    let block = c.layers - 1;
-    let att = model.class_attention(img, block)?;
     let g = c.image / c.patch;
     println!(
         "the class token's attention in block {block} (mean of {} heads, reference kernels): itself {:.3}, patches:",
