@@ -99,7 +99,7 @@ def minilm_speed(batch, seq, runs, dev):
     return ms
 
 
-# the text `resformer embed --speed` rotates through (src/bin/resformer.rs)
+# the text `resformer embed --speed` rotates through (crates/resformer-cli/src/embed.rs)
 SPEED_TEXT = (
     "Attention lets every token look at every other token of the sentence, weigh how much each one matters, "
     "and mix their values into a new representation; stacking such layers with residual connections, layer "

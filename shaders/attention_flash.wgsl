@@ -8,7 +8,7 @@
 // per BKV-key tile: K and V are staged through workgroup memory as vec4 (zero past D and past seq);
 //   each quad scores the tile's keys into registers, takes the tile max, rescales its running sum and
 //   accumulator once (online softmax), and accumulates P . V; one division at the end.
-// constants: src/shaders.rs prepends DMAX (32, 64 or 128: the build's largest head dim), BKV (keys
+// constants: src/kernels/attention.rs prepends DMAX (32, 64 or 128: the build's largest head dim), BKV (keys
 //   per tile, 64 or 4096 / DMAX so the two tiles fit 32 KiB), BQ (queries per workgroup) and NEG_BIG.
 // loops: every loop has a constant bound or stops at kv_end, fixed per workgroup; subgroup operations
 //   run in uniform control flow (dead queries compute on clamped rows and skip only the store).

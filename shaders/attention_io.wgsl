@@ -1,4 +1,4 @@
-// attention_io: what both attention shaders share, appended to each of them by src/shaders.rs:
+// attention_io: what both attention shaders share, appended to each of them by src/kernels/attention.rs:
 // the params and the bindings (the contract in attention_tiled.wgsl's header).
 
 struct Params {

@@ -9,8 +9,8 @@
 // assumes: the subgroup is exactly SG lanes (checked by the host), head_dim <= DMAX. The
 //   broadcasts below are unrolled for SG = 8. naga 30 takes the subgroup builtins without
 //   `enable subgroups;`.
-// shared: Params and the bindings live in attention_io.wgsl, appended by src/shaders.rs.
-// constants: SG, DMAX, NEG_BIG, prepended by src/shaders.rs from shaders::consts.
+// shared: Params and the bindings live in attention_io.wgsl, appended by src/kernels/attention.rs.
+// constants: SG, DMAX, NEG_BIG, prepended by src/kernels/attention.rs.
 
 // Element d of part `off` (k_off or v_off) of head h for key j of batch b, or 0 past the edges.
 fn load_kv(b: u32, h: u32, j: u32, d: u32, off: u32) -> f32 {

@@ -10,9 +10,9 @@
 // bindings: 0 qkv | 1 key_pad (batch, seq), or a dummy when has_key_pad = 0 | 2 out read_write | 3 params
 // dispatch: (ceil(seq / BQ), heads, batch); one invocation per query row, BQ per workgroup
 // assumes: D = head_dim <= DMAX; K and V tiles of BK keys are staged through workgroup memory
-// shared: Params and the bindings live in attention_io.wgsl, appended by src/shaders.rs.
+// shared: Params and the bindings live in attention_io.wgsl, appended by src/kernels/attention.rs.
 // constants: BQ (queries per workgroup), BK (keys per tile), DMAX, NEG_BIG, prepended by
-//   src/shaders.rs from shaders::consts (Shader::prelude).
+//   src/kernels/attention.rs (shaders::Prelude).
 
 var<workgroup> ks: array<f32, BK * DMAX>;
 var<workgroup> vs: array<f32, BK * DMAX>;

@@ -1,6 +1,6 @@
-// layernorm_io: what every layernorm shader shares, appended to each of them by src/shaders.rs:
+// layernorm_io: what every layernorm shader shares, appended to each of them by src/kernels/layernorm.rs:
 // the params, the bindings (the contract in layernorm_tiled.wgsl's header) and load(), x (+ residual).
-// ELEM, prepended by src/shaders.rs, is f32, or vec4<f32> for layernorm_rows (index i counts vec4s).
+// ELEM, prepended by src/kernels/layernorm.rs, is f32, or vec4<f32> for layernorm_rows (index i counts vec4s).
 
 struct Params {
     rows: u32,

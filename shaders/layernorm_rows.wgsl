@@ -7,8 +7,8 @@
 // per row: a row of up to CACHE4 * 4 * subgroup-size values (1024 at 32 lanes) is loaded once into
 //   registers by constant-trip loops; longer rows are loaded again for each pass.
 // assumes: two passes in f32 (mean, then squared deviations); ELEM = vec4<f32> (prepended).
-// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/shaders.rs.
-// constants: WG, CACHE4 (vec4s per lane held in registers), prepended by src/shaders.rs.
+// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/kernels/layernorm.rs.
+// constants: WG, CACHE4 (vec4s per lane held in registers), prepended by src/kernels/layernorm.rs.
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(

@@ -5,8 +5,8 @@
 //   so they are loaded once; longer rows are loaded again for each pass.
 // dispatch: (gx, gy, 1) workgroups of SG invocations, one per row, row = wg.y * gx + wg.x
 // assumes: the subgroup is exactly SG lanes (checked by the host); two passes in f32.
-// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/shaders.rs.
-// constants: SG, CACHE (row values per lane held in registers), prepended by src/shaders.rs.
+// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/kernels/layernorm.rs.
+// constants: SG, CACHE (row values per lane held in registers), prepended by src/kernels/layernorm.rs.
 
 @compute @workgroup_size(SG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {

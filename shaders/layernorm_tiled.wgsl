@@ -4,8 +4,8 @@
 //           4 out (rows, C) read_write | 5 params
 // dispatch: (gx, gy, 1) workgroups, one per row, row = wg.y * gx + wg.x; WG invocations stride over C
 // assumes: WG is a power of two; two passes (mean, then squared deviations) accumulate in f32
-// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/shaders.rs.
-// constants: WG, prepended by src/shaders.rs from shaders::consts (ELEM = f32).
+// shared: Params, the bindings and load() live in layernorm_io.wgsl, appended by src/kernels/layernorm.rs.
+// constants: WG, prepended by src/kernels/layernorm.rs (ELEM = f32).
 
 var<workgroup> partial: array<f32, WG>;
 

@@ -1,6 +1,6 @@
-// matmul_io: what every matmul shader shares, appended to each of them by src/shaders.rs: the
+// matmul_io: what every matmul shader shares, appended to each of them by src/kernels/matmul.rs: the
 // params, the bias / out / params bindings, and the fused activation (ACT_NONE, ACT_RELU, ACT_GELU
-// in its erf form: the codes of shaders::consts, prepended by src/shaders.rs). Each shader binds x (0) and w (1)
+// in its erf form: the codes of shaders::consts, prepended by src/kernels/matmul.rs). Each shader binds x (0) and w (1)
 // itself: the generated family reads them as vec4 when K % 4 == 0.
 
 struct Params {

@@ -11,9 +11,9 @@
 // assumes: the subgroup is exactly SG lanes (checked by the host); ragged M, N, K read clamped
 //   indices and select zero, so every M, N, K >= 1 is exact. naga 30 takes the subgroup builtins
 //   without `enable subgroups;` (which it does not parse yet). The broadcasts below assume SG = 8.
-// shared: Params, the bias / out bindings and activate() live in matmul_io.wgsl, appended by src/shaders.rs.
+// shared: Params, the bias / out bindings and activate() live in matmul_io.wgsl, appended by src/kernels/matmul.rs.
 // constants: SG, RM (rows of out per subgroup), RN (columns per lane), ACT_*, prepended by
-//   src/shaders.rs from shaders::consts.
+//   src/kernels/matmul.rs.
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;

@@ -1,10 +1,10 @@
 // residual_add: out[i] = a[i] + b[i]
 // bindings: 0 a (len) | 1 b (len) | 2 out (len) read_write | 3 params; ELEM (prepended by
-//   src/shaders.rs) is f32, or vec4<f32> when the host's length is a multiple of 4 (len counts vec4s)
+//   src/kernels/residual_add.rs) is f32, or vec4<f32> when the host's length is a multiple of 4 (len counts vec4s)
 // dispatch: (gx, gy, 1) workgroups of WG, gx within the device's per-dimension limit;
 //   element i = (wg.y * gx + wg.x) * WG + lane
 // assumes: any len >= 1; invocations past len do nothing
-// constants: WG, prepended by src/shaders.rs from shaders::consts.
+// constants: WG, prepended by src/kernels/residual_add.rs.
 
 struct Params {
     len: u32,

@@ -290,6 +290,29 @@ mod tests {
     }
 
     #[test]
+    fn the_policy_decides_before_the_tuner_and_coop_is_a_candidate_only_where_it_passed() {
+        let Some(gpu) = shared_gpu() else { return };
+        let coop_passed = MatmulVariant::available(gpu).contains(&MatmulVariant::Coop);
+        assert_eq!(candidates(gpu).contains(&MatmulVariant::Coop), coop_passed);
+        let shape = (65, 70, 33);
+        // a named variant wins, for f32 weights; f16 weights get the tiled family
+        let tile = MatmulVariant::Tiled(MatmulTile::FAMILY[1]);
+        let named = KernelPolicy { matmul: Some(tile), ..Default::default() };
+        assert_eq!(matmul_variant(gpu, &named, shape, DType::F32), tile);
+        let sg8 = KernelPolicy { matmul: Some(MatmulVariant::Subgroup8), ..Default::default() };
+        assert_eq!(matmul_variant(gpu, &sg8, shape, DType::F16), MatmulVariant::Tiled(MatmulTile::DEFAULT));
+        // tune off, nothing named: the device's fixed choice, else the default tile
+        let off = KernelPolicy { tune: Switch::Off, ..Default::default() };
+        let want = MatmulVariant::fixed_for_device(gpu).unwrap_or(MatmulVariant::Tiled(MatmulTile::DEFAULT));
+        assert_eq!(matmul_variant(gpu, &off, shape, DType::F32), want);
+        // coop on where it did not pass: not used
+        if !coop_passed {
+            let on = KernelPolicy { coop: Switch::On, tune: Switch::Off, ..Default::default() };
+            assert_ne!(matmul_variant(gpu, &on, shape, DType::F32), MatmulVariant::Coop);
+        }
+    }
+
+    #[test]
     fn measuring_ranks_every_available_candidate_fastest_first() {
         // the tuner's timing path, on whatever adapter the tests have (lavapipe in CI)
         let Some(gpu) = shared_gpu() else { return };

@@ -104,10 +104,10 @@ impl MatmulTile {
     }
 
     /// The kernel's WGSL, without the shared Params / bias / out / activate() of
-    /// shaders/matmul_io.wgsl, which src/shaders.rs appends. With `vec4_loads`, x and w are
+    /// shaders/matmul_io.wgsl, which src/kernels/matmul.rs appends. With `vec4_loads`, x and w are
     /// bound as `array<vec4<…>>` and K must be a multiple of 4; without, they are read
     /// as scalars and any K works. With `w_f16`, w is f16 (the f16 mode's weights; the module
-    /// then needs `enable f16;`, which src/shaders.rs prepends), widened to f32 as it is loaded.
+    /// then needs `enable f16;`, which src/kernels/matmul.rs prepends), widened to f32 as it is loaded.
     pub fn wgsl(&self, vec4_loads: bool, w_f16: bool) -> String {
         self.check().expect("only checked tiles are generated");
         let MatmulTile { bm, bn, bk, tm, tn } = *self;

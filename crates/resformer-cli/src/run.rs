@@ -189,7 +189,14 @@ pub fn run(a: Args) -> CliResult {
     let t = Instant::now();
     let engine = a.device.engine()?;
     println!("backend: {}", engine.choice());
-    let stack = engine.load_stack(weights.clone(), cfg)?;
+    // a device limit names the limit and the size; the command line adds which flag to change
+    let hint = |e: Error| match e {
+        Error::LimitExceeded { .. } => {
+            CliError::Failed(format!("{e} (lower --embed or --ff for the weights, --seq or --batch for the input)"))
+        }
+        e => e.into(),
+    };
+    let stack = engine.load_stack(weights.clone(), cfg).map_err(hint)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     println!(
         "block: {}, {:?}, eps {}, {}{}{}",
@@ -203,7 +210,7 @@ pub fn run(a: Args) -> CliResult {
 
     // 3. warm-up (pipelines, plan), then timed runs (at least 3, at most --runs, about 10 s of them)
     let t0 = Instant::now();
-    let mut output = stack.forward(&input.data, shape.seq, shape.batch, key_pad.as_deref())?;
+    let mut output = stack.forward(&input.data, shape.seq, shape.batch, key_pad.as_deref()).map_err(hint)?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
     match engine.gpu().map(|g| g.pipeline_stats()) {
         Some(p) => println!(
