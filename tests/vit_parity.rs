@@ -110,3 +110,43 @@ fn a_bad_image_or_model_directory_is_an_error_not_a_panic() {
     assert!(e.contains("/nonexistent/config.json"), "{e}");
     assert!(model.class_attention(&[0.0; 64], 99).is_err());
 }
+
+#[test]
+fn eight_threads_classifying_different_images_of_one_batch_size_each_get_their_own_logits() {
+    // one plan per batch size: without its lock held from input write to logits read, a thread
+    // could read another's logits
+    let Some(gpu) = shared_gpu() else { return };
+    let dir = root().join("assets/vit-digits");
+    let data = root().join("data/digits/digits.csv");
+    if !resformer::testing::require_data("digits", std::slice::from_ref(&data), "bash scripts/fetch-digits.sh") {
+        return;
+    }
+    let digits = Digits::load(&data).unwrap();
+    let split = test_split(&dir).unwrap();
+    let model = Engine::from_gpu(gpu.clone()).load_vit(&dir).unwrap();
+    // thread i classifies batches of 4 images starting at 4i: every thread a different batch
+    let batch = |i: usize| -> Vec<&[f32]> { (0..4).map(|j| &digits.images[split[4 * i + j]][..]).collect() };
+    let alone: Vec<Vec<f32>> = (0..8).map(|i| model.logits(&batch(i)).unwrap()).collect();
+    assert!(alone.windows(2).all(|w| w[0] != w[1]), "the batches must differ for the test to mean anything");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (model, batch, want) = (&model, batch(i), &alone[i]);
+                s.spawn(move || {
+                    for round in 0..10 {
+                        let got = model.logits(&batch).unwrap();
+                        assert!(got == *want, "thread {i} round {round} got another thread's logits");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    // the plan cache is bounded like the stack's: batch sizes 1..=12 leave at most 8 plans
+    for b in 1..=12 {
+        model.logits(&(0..b).map(|j| &digits.images[split[j]][..]).collect::<Vec<_>>()).unwrap();
+    }
+    assert_eq!(model.plans(), resformer::model::gpu::MAX_PLANS);
+}

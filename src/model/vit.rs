@@ -17,7 +17,6 @@
 //! On a GPU every step is recorded into one encoder; on the host the same steps run on the CPU
 //! backend or the reference kernels.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -138,7 +137,9 @@ struct GpuParts {
     norm: (Tensor, Tensor),
     head_w: Tensor,
     head_b: Tensor,
-    plans: Mutex<HashMap<usize, Arc<Plan>>>,
+    /// Plans by batch size, least recently used first, at most [`super::gpu::MAX_PLANS`]; a
+    /// forward holds its plan's lock from the input write to the logits read.
+    plans: Mutex<Vec<(usize, Arc<Mutex<Plan>>)>>,
 }
 
 /// Buffers and dispatches of one batch size (`_`-named buffers are only bound, never read).
@@ -223,7 +224,7 @@ impl VitClassifier {
                 norm: (Tensor::from_f32(g, &[e], &norm.0)?, Tensor::from_f32(g, &[e], &norm.1)?),
                 head_w: Tensor::from_f32(g, &[c, e], &head_w)?,
                 head_b: Tensor::from_f32(g, &[c], &head_b)?,
-                plans: Mutex::new(HashMap::new()),
+                plans: Mutex::new(Vec::new()),
             }),
             None => None,
         };
@@ -232,6 +233,11 @@ impl VitClassifier {
             Stack::Gpu(_) => HostKernels::Fast,
         };
         Ok(VitClassifier { cfg, embed_w, embed_b, pos, norm, head_w, head_b, weights, stack, host, gpu })
+    }
+
+    /// GPU plans held now (at most [`super::gpu::MAX_PLANS`]); 0 on the host.
+    pub fn plans(&self) -> usize {
+        self.gpu.as_ref().map_or(0, |g| g.plans.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     /// The model's shape.
@@ -330,6 +336,9 @@ impl VitClassifier {
     /// The whole pipeline recorded into one encoder, logits of every token row.
     fn logits_gpu(&self, g: &GpuParts, tokens: &[f32], batch: usize) -> Result<Vec<f32>> {
         let plan = self.plan(g, batch)?;
+        // held from the input write to the logits read: two threads with the same batch size
+        // take turns on this plan's buffers instead of reading each other's logits
+        let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*g.gpu;
         plan.tokens.write(gpu, tokens)?;
         let stack = self.stack.gpu().expect("a GPU classifier has a GPU stack");
@@ -343,10 +352,13 @@ impl VitClassifier {
         plan.logits.read(gpu)
     }
 
-    fn plan(&self, g: &GpuParts, batch: usize) -> Result<Arc<Plan>> {
+    fn plan(&self, g: &GpuParts, batch: usize) -> Result<Arc<Mutex<Plan>>> {
         let mut plans = g.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = plans.get(&batch) {
-            return Ok(p.clone());
+        if let Some(i) = plans.iter().position(|(b, _)| *b == batch) {
+            let entry = plans.remove(i);
+            let plan = entry.1.clone();
+            plans.push(entry);
+            return Ok(plan);
         }
         let gpu = &*g.gpu;
         let (e, p, t, c) = (self.cfg.embed, self.cfg.patch_values(), self.cfg.tokens(), self.cfg.classes);
@@ -361,7 +373,7 @@ impl VitClassifier {
         let ln = LayernormVariant::choose(gpu, policy.layernorm, e)?;
         let norm = prepare_layernorm_variant(gpu, ln, &y, None, &g.norm.0, &g.norm.1, self.cfg.eps, &normed)?;
         let head = prepare_matmul(gpu, policy, &normed, &g.head_w, Some(&g.head_b), Activation::None, &logits)?;
-        let plan = Arc::new(Plan {
+        let plan = Arc::new(Mutex::new(Plan {
             tokens,
             _pos: pos,
             _embedded: embedded,
@@ -373,8 +385,11 @@ impl VitClassifier {
             add_pos,
             norm,
             head,
-        });
-        plans.insert(batch, plan.clone());
+        }));
+        if plans.len() == super::gpu::MAX_PLANS {
+            plans.remove(0);
+        }
+        plans.push((batch, plan.clone()));
         Ok(plan)
     }
 
