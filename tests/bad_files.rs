@@ -137,3 +137,19 @@ fn heads_that_do_not_divide_embed_or_zero_heads_are_errors() {
     let e = BlockConfig::new(30, 0, 8).validate().unwrap_err();
     assert!(e.to_string().contains("heads must be at least 1"), "{e}");
 }
+
+#[test]
+fn a_key_padding_mask_reads_as_bool_u8_i64_or_f32_with_nonzero_padded() {
+    use safetensors::tensor::{serialize, Dtype, TensorView};
+    let want: Vec<u32> = vec![0, 0, 1, 1, 0, 1];
+    let bools: Vec<u8> = want.iter().map(|&v| v as u8).collect();
+    let i64s: Vec<u8> = want.iter().flat_map(|&v| (v as i64 * 7).to_le_bytes()).collect();
+    let f32s: Vec<u8> = want.iter().flat_map(|&v| if v == 1 { 1.0f32 } else { -0.0f32 }.to_le_bytes()).collect();
+    for (dtype, bytes) in [(Dtype::BOOL, &bools), (Dtype::U8, &bools), (Dtype::I64, &i64s), (Dtype::F32, &f32s)] {
+        let view = TensorView::new(dtype, vec![2, 3], bytes).unwrap();
+        let file = TensorFile::from_bytes("mask.safetensors", serialize([("m", view)], None).unwrap()).unwrap();
+        assert_eq!(file.get_mask("m", &[2, 3]).unwrap(), want, "{dtype:?}");
+        let e = file.get_mask("m", &[3, 2]).unwrap_err().to_string();
+        assert!(e.contains("expected shape [3, 2], found [2, 3]"), "{e}");
+    }
+}

@@ -94,6 +94,31 @@ impl TensorFile {
         Ok(HostTensor { shape: view.shape().to_vec(), data })
     }
 
+    /// Reads the mask `name` of shape `expected` as u32, 1 where the value is nonzero (for a
+    /// key-padding mask: that key is padded, PyTorch's `True`). PyTorch users save masks as
+    /// bool, so bool, u8, i8, i32, i64 and every float dtype are read.
+    pub fn get_mask(&self, name: &str, expected: &[usize]) -> Result<Vec<u32>> {
+        let st = self.parsed()?;
+        let view = st.tensor(name).map_err(|_| self.err(format!("missing tensor `{name}`")))?;
+        if view.shape() != expected {
+            return Err(self.err(format!("tensor `{name}` expected shape {expected:?}, found {:?}", view.shape())));
+        }
+        let raw = view.data();
+        let nonzero = |width: usize| raw.chunks_exact(width).map(|c| c.iter().any(|&b| b != 0) as u32).collect();
+        Ok(match view.dtype() {
+            Dtype::BOOL | Dtype::U8 | Dtype::I8 => nonzero(1),
+            Dtype::I32 | Dtype::U32 => nonzero(4),
+            Dtype::I64 | Dtype::U64 => nonzero(8),
+            // floats: -0.0 is zero too, so compare values rather than bytes
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => {
+                self.get(name)?.data.iter().map(|&v| (v != 0.0) as u32).collect()
+            }
+            other => return Err(self.err(format!(
+                "tensor `{name}` has dtype {other:?}; a mask is bool, u8, i8, i32, i64 or a float (nonzero = padded)"
+            ))),
+        })
+    }
+
     /// Reads `name` and checks its shape.
     pub fn get_shaped(&self, name: &str, expected: &[usize]) -> Result<HostTensor> {
         let t = self.get(name)?;

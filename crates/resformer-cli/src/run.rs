@@ -138,9 +138,9 @@ fn from_files(a: &Args, w: &Path, x: &Path) -> Result<Loaded, CliError> {
         return Err(Error::File { path, reason }.into());
     }
     let key_pad = if xfile.contains("key_padding_mask") {
-        let m = xfile.get_shaped("key_padding_mask", &[shape.batch, shape.seq])?;
-        println!("input: using key_padding_mask ({} padded keys)", m.data.iter().filter(|&&v| v != 0.0).count());
-        Some(m.data.iter().map(|&v| (v != 0.0) as u32).collect::<Vec<u32>>())
+        let m = xfile.get_mask("key_padding_mask", &[shape.batch, shape.seq])?;
+        println!("input: using key_padding_mask ({} padded keys)", m.iter().filter(|&&v| v != 0).count());
+        Some(m)
     } else {
         None
     };
