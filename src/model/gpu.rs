@@ -28,6 +28,8 @@ struct PlanKey {
 
 struct Plan {
     acts: Vec<Tensor>,
+    /// The activation the forward's output is read from: X, or Xb after an output norm.
+    out: Act,
     mask: Option<Tensor>,
     dispatches: Vec<Dispatch>,
     /// Host input (and mask) land here with `write_buffer` and are copied in by the
@@ -55,6 +57,8 @@ pub struct GpuStack {
     layers: Vec<Vec<Tensor>>,
     /// (γ, β) of the LayerNorm applied to the input before block 0, if any.
     input_norm: Option<(Tensor, Tensor)>,
+    /// (γ, β) of the LayerNorm applied after the last block, if any.
+    output_norm: Option<(Tensor, Tensor)>,
     plans: Mutex<Vec<(PlanKey, Arc<Mutex<Plan>>)>>,
 }
 
@@ -102,7 +106,11 @@ impl GpuStack {
             Some((g, b)) => Some((Tensor::from_f32(&gpu, &[cfg.embed], g)?, Tensor::from_f32(&gpu, &[cfg.embed], b)?)),
             None => None,
         };
-        Ok(GpuStack { gpu, policy, cfg, layers, input_norm, plans: Mutex::new(Vec::new()) })
+        let output_norm = match &weights.output_norm {
+            Some((g, b)) => Some((Tensor::from_f32(&gpu, &[cfg.embed], g)?, Tensor::from_f32(&gpu, &[cfg.embed], b)?)),
+            None => None,
+        };
+        Ok(GpuStack { gpu, policy, cfg, layers, input_norm, output_norm, plans: Mutex::new(Vec::new()) })
     }
 
     /// The block configuration.
@@ -172,6 +180,15 @@ impl GpuStack {
                 });
             }
         }
+        // nn.TransformerEncoder's final norm: X -> Xb, read from Xb
+        let out = match &self.output_norm {
+            Some((g, b)) => {
+                let (x, xb) = (&acts[Act::X as usize], &acts[Act::Xb as usize]);
+                dispatches.push(prepare_layernorm_variant(gpu, ln, x, None, g, b, cfg.eps, xb)?);
+                Act::Xb
+            }
+            None => Act::X,
+        };
         let bytes = acts[Act::X as usize].bytes();
         let host = |label, size, usage| {
             gpu.buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
@@ -183,7 +200,7 @@ impl GpuStack {
             None => None,
         };
         let staging = host("resformer.output", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
-        Ok(Plan { acts, mask, dispatches, upload, mask_upload, staging })
+        Ok(Plan { acts, out, mask, dispatches, upload, mask_upload, staging })
     }
 
     fn plan(&self, key: PlanKey) -> Result<Arc<Mutex<Plan>>> {
@@ -332,7 +349,8 @@ impl GpuStack {
         Ok(out)
     }
 
-    /// Copies `input` (and `mask`) in, runs every block, copies X out to `output`.
+    /// Copies `input` (and `mask`) in, runs every block (and the output norm), copies the
+    /// result out to `output`.
     fn record_plan(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -347,7 +365,8 @@ impl GpuStack {
             enc.copy_buffer_to_buffer(src, 0, dst.buffer(), 0, dst.bytes());
         }
         record_all(enc, &plan.dispatches);
-        enc.copy_buffer_to_buffer(x.buffer(), 0, output, 0, x.bytes());
+        let y = &plan.acts[plan.out as usize];
+        enc.copy_buffer_to_buffer(y.buffer(), 0, output, 0, y.bytes());
     }
 
     /// Records a whole forward into the caller's encoder: reads `input` (T·E f32

@@ -76,7 +76,16 @@ pub fn forward_with(
             run_step(kernels, step, block, cfg, &att, key_pad, &mut bufs);
         }
     }
-    std::mem::take(&mut bufs[Act::X as usize])
+    let x = std::mem::take(&mut bufs[Act::X as usize]);
+    match &weights.output_norm {
+        // nn.TransformerEncoder's final norm
+        Some((g, b)) => {
+            let mut out = vec![0.0; x.len()];
+            (kernels.table().2)(&mut out, &x, None, g, b, t, cfg.embed, cfg.eps);
+            out
+        }
+        None => x,
+    }
 }
 
 /// X = the stack's input, normalised by its input LayerNorm when it has one.

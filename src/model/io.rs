@@ -113,9 +113,11 @@ impl TensorFile {
             Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => {
                 self.get(name)?.data.iter().map(|&v| (v != 0.0) as u32).collect()
             }
-            other => return Err(self.err(format!(
+            other => {
+                return Err(self.err(format!(
                 "tensor `{name}` has dtype {other:?}; a mask is bool, u8, i8, i32, i64 or a float (nonzero = padded)"
-            ))),
+            )))
+            }
         })
     }
 

@@ -128,7 +128,7 @@ pub fn load_weights(file: &TensorFile) -> Result<(StackWeights, Embeddings)> {
             ]))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((StackWeights { embed: e, ff: FF, blocks, input_norm }, emb))
+    Ok((StackWeights { embed: e, ff: FF, blocks, input_norm, output_norm: None }, emb))
 }
 
 /// Loads the model's tokenizer.json as sentence-transformers uses it: no fixed

@@ -73,6 +73,8 @@ impl Placement {
 }
 
 /// A stack ready to run on the backend that was chosen.
+// one per loaded model, never in a hot collection: the GPU variant's size costs nothing
+#[allow(clippy::large_enum_variant)]
 pub enum Stack {
     /// On a wgpu device.
     Gpu(GpuStack),
@@ -155,6 +157,14 @@ pub(crate) fn check_weights(weights: &StackWeights, cfg: &BlockConfig) -> Result
                 cfg.embed, cfg.ff, weights.embed, weights.ff
             ),
         });
+    }
+    if let Some((g, b)) = &weights.output_norm {
+        if g.len() != cfg.embed || b.len() != cfg.embed {
+            return Err(Error::InvalidArgument {
+                op: "stack",
+                what: format!("output norm has {} and {} values, expected embed {}", g.len(), b.len(), cfg.embed),
+            });
+        }
     }
     if let Some((g, b)) = &weights.input_norm {
         if g.len() != cfg.embed || b.len() != cfg.embed {

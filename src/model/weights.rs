@@ -47,6 +47,38 @@ pub struct StackWeights {
     pub blocks: Vec<BlockWeights>,
     /// LayerNorm (γ, β) applied to the input before block 0 (BERT's embedding LayerNorm).
     pub input_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// LayerNorm (γ, β) applied after the last block (`nn.TransformerEncoder(norm=...)`).
+    pub output_norm: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// How a state_dict names the blocks of a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// An `nn.Sequential` of the engine's blocks: `{prefix}{i}.attn.in_proj_weight`,
+    /// `{prefix}{i}.ffn.0.weight`, ...
+    Blocks,
+    /// PyTorch's `nn.TransformerEncoder`: `{prefix}layers.{i}.self_attn.in_proj_weight`,
+    /// `{prefix}layers.{i}.linear1.weight`, ..., and an optional final `{prefix}norm.*`.
+    TransformerEncoder,
+}
+
+impl Naming {
+    /// The name of block `i`'s parameter `suffix` (a [`block_tensor_names`] suffix).
+    pub fn name(self, prefix: &str, i: usize, suffix: &str) -> String {
+        match self {
+            Naming::Blocks => format!("{prefix}{i}.{suffix}"),
+            Naming::TransformerEncoder => {
+                let torch = match suffix {
+                    "ffn.0.weight" => "linear1.weight".to_string(),
+                    "ffn.0.bias" => "linear1.bias".to_string(),
+                    "ffn.2.weight" => "linear2.weight".to_string(),
+                    "ffn.2.bias" => "linear2.bias".to_string(),
+                    s => s.strip_prefix("attn.").map_or(s.to_string(), |rest| format!("self_attn.{rest}")),
+                };
+                format!("{prefix}layers.{i}.{torch}")
+            }
+        }
+    }
 }
 
 /// The state_dict suffixes of one block and their shapes for (E, F).
@@ -159,48 +191,57 @@ impl StackWeights {
                 BlockWeights::from_tensors(t)
             })
             .collect();
-        StackWeights { embed, ff, blocks, input_norm: None }
+        StackWeights { embed, ff, blocks, input_norm: None, output_norm: None }
     }
 
-    /// Loads blocks `{prefix}0.`, `{prefix}1.`, ... from a safetensors file.
-    /// E and F come from block 0's `attn.out_proj.weight` and `ffn.0.weight`;
-    /// L is the number of consecutive blocks present.
+    /// Loads a stack from a safetensors file, with either naming ([`Naming`], detected): the
+    /// engine's blocks `{prefix}0.attn.*`, `{prefix}0.ffn.0.*`, ..., or an `nn.TransformerEncoder`
+    /// state_dict, `{prefix}layers.0.self_attn.*`, `{prefix}layers.0.linear1.*`, ..., whose final
+    /// `{prefix}norm.*`, when present, becomes [`StackWeights::output_norm`]. E and F come from
+    /// block 0's out-projection and first FFN layer; L is the number of consecutive blocks.
     pub fn load(path: &Path, prefix: &str) -> Result<StackWeights> {
         Self::from_file(&TensorFile::open(path)?, prefix)
     }
 
     /// Like [`StackWeights::load`], from an open file.
     pub fn from_file(file: &TensorFile, prefix: &str) -> Result<StackWeights> {
-        let name = |i: usize, suffix: &str| format!("{prefix}{i}.{suffix}");
-        let first = name(0, "attn.out_proj.weight");
-        if !file.contains(&first) {
-            let names = file.names();
-            let shown: Vec<&String> = names.iter().take(6).collect();
-            return Err(Error::File {
-                path: file.path().into(),
-                reason: format!(
-                    "missing tensor `{first}` (prefix {prefix:?}); the file holds {} tensors, e.g. {shown:?}; is the prefix right?",
+        let err = |reason: String| Error::File { path: file.path().into(), reason };
+        let probe = |n: Naming| n.name(prefix, 0, "attn.out_proj.weight");
+        let found: Vec<Naming> =
+            [Naming::Blocks, Naming::TransformerEncoder].into_iter().filter(|&n| file.contains(&probe(n))).collect();
+        let naming = match found[..] {
+            [n] => n,
+            [] => {
+                let names = file.names();
+                let shown: Vec<&String> = names.iter().take(6).collect();
+                return Err(err(format!(
+                    "missing tensor `{}` or `{}` (prefix {prefix:?}); the file holds {} tensors, e.g. {shown:?}; is the prefix right?",
+                    probe(Naming::Blocks),
+                    probe(Naming::TransformerEncoder),
                     names.len()
-                ),
-            });
-        }
+                )));
+            }
+            _ => {
+                return Err(err(format!(
+                    "the file mixes two namings: `{}` (the engine's blocks) and `{}` (nn.TransformerEncoder); keep one",
+                    probe(Naming::Blocks),
+                    probe(Naming::TransformerEncoder)
+                )))
+            }
+        };
+        let name = |i: usize, suffix: &str| naming.name(prefix, i, suffix);
+        let first = name(0, "attn.out_proj.weight");
         let out = file.get(&first)?;
         let [e, e2] = out.shape[..] else {
-            return Err(Error::File {
-                path: file.path().into(),
-                reason: format!("tensor `{first}` expected shape [E, E], found {:?}", out.shape),
-            });
+            return Err(err(format!("tensor `{first}` expected shape [E, E], found {:?}", out.shape)));
         };
         let ff1 = file.get(&name(0, "ffn.0.weight"))?;
         let f = ff1.shape.first().copied().unwrap_or(0);
         if e != e2 || e == 0 || f == 0 {
-            return Err(Error::File {
-                path: file.path().into(),
-                reason: format!(
-                    "block 0: out_proj.weight {:?} and ffn.0.weight {:?} give no valid E, F",
-                    out.shape, ff1.shape
-                ),
-            });
+            return Err(err(format!(
+                "block 0: out_proj.weight {:?} and the first FFN weight {:?} give no valid E, F",
+                out.shape, ff1.shape
+            )));
         }
         let mut blocks = Vec::new();
         while file.contains(&name(blocks.len(), "attn.out_proj.weight")) {
@@ -211,17 +252,42 @@ impl StackWeights {
                 .collect::<Result<Vec<_>>>()?;
             blocks.push(BlockWeights::from_tensors(t));
         }
-        Ok(StackWeights { embed: e, ff: f, blocks, input_norm: None })
+        let output_norm = match naming {
+            Naming::TransformerEncoder if file.contains(&format!("{prefix}norm.weight")) => Some((
+                file.get_shaped(&format!("{prefix}norm.weight"), &[e])?.data,
+                file.get_shaped(&format!("{prefix}norm.bias"), &[e])?.data,
+            )),
+            _ => None,
+        };
+        Ok(StackWeights { embed: e, ff: f, blocks, input_norm: None, output_norm })
     }
 
-    /// Writes the weights with PyTorch's state_dict names under `prefix`.
+    /// Which naming [`StackWeights::from_file`] found, for reports: the file holds the
+    /// engine's blocks or an `nn.TransformerEncoder` under `prefix`.
+    pub fn naming_of(file: &TensorFile, prefix: &str) -> Option<Naming> {
+        [Naming::Blocks, Naming::TransformerEncoder]
+            .into_iter()
+            .find(|&n| file.contains(&n.name(prefix, 0, "attn.out_proj.weight")))
+    }
+
+    /// Writes the weights with the engine's block names under `prefix`.
     pub fn save(&self, path: &Path, prefix: &str) -> Result<()> {
+        self.save_as(path, prefix, Naming::Blocks)
+    }
+
+    /// Writes the weights under `prefix` with `naming` (an `nn.TransformerEncoder` state_dict
+    /// with [`Naming::TransformerEncoder`], the output norm as its final `norm`).
+    pub fn save_as(&self, path: &Path, prefix: &str, naming: Naming) -> Result<()> {
         let names = block_tensor_names(self.embed, self.ff);
         let mut owned: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
         for (i, b) in self.blocks.iter().enumerate() {
             for ((suffix, shape), data) in names.iter().zip(b.tensors()) {
-                owned.push((format!("{prefix}{i}.{suffix}"), shape.clone(), data));
+                owned.push((naming.name(prefix, i, suffix), shape.clone(), data));
             }
+        }
+        if let (Some((g, b)), Naming::TransformerEncoder) = (&self.output_norm, naming) {
+            owned.push((format!("{prefix}norm.weight"), vec![self.embed], g));
+            owned.push((format!("{prefix}norm.bias"), vec![self.embed], b));
         }
         let refs: Vec<(&str, &[usize], &[f32])> =
             owned.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), *d)).collect();

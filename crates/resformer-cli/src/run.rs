@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use resformer::model::budget::{activation_values, check_host, stack_values};
 use resformer::model::io::{write_f32, HostTensor, TensorFile};
+use resformer::model::weights::Naming;
 use resformer::model::{host, BlockConfig, InputShape, Precision, Stack, StackWeights};
 use resformer::ops::{compare, median, Activation, Tol};
 use resformer::rng::Rng;
@@ -30,8 +31,8 @@ pub struct Args {
     /// Tensor name prefix of block 0 in the weights file
     #[arg(long, default_value = "")]
     prefix: String,
-    /// Pre-norm blocks (LN before attention and FFN)
-    #[arg(long)]
+    /// Pre-norm blocks (LN before attention and FFN; nn.TransformerEncoderLayer's norm_first)
+    #[arg(long, visible_alias = "norm-first")]
     pre_norm: bool,
     /// GELU (erf) in the FFN instead of ReLU
     #[arg(long)]
@@ -39,8 +40,8 @@ pub struct Args {
     /// Causal attention mask
     #[arg(long)]
     causal: bool,
-    /// LayerNorm eps
-    #[arg(long, default_value_t = BlockConfig::DEFAULT_EPS)]
+    /// LayerNorm eps (nn.TransformerEncoderLayer's layer_norm_eps)
+    #[arg(long, visible_alias = "layer-norm-eps", default_value_t = BlockConfig::DEFAULT_EPS)]
     eps: f32,
     /// Input is (batch, seq, E)
     #[arg(long)]
@@ -145,7 +146,14 @@ fn from_files(a: &Args, w: &Path, x: &Path) -> Result<Loaded, CliError> {
         None
     };
     let (layers, e, f) = (weights.layers(), weights.embed, weights.ff);
-    println!("weights: {}: {layers} blocks, embed {e}, ff {f}, heads {heads}", w.display());
+    let naming = match StackWeights::naming_of(&wfile, &a.prefix) {
+        Some(Naming::TransformerEncoder) if weights.output_norm.is_some() => {
+            "nn.TransformerEncoder names, with its final norm"
+        }
+        Some(Naming::TransformerEncoder) => "nn.TransformerEncoder names",
+        _ => "block names",
+    };
+    println!("weights: {}: {layers} blocks, embed {e}, ff {f}, heads {heads} ({naming})", w.display());
     Ok((weights, cfg, input, shape, key_pad))
 }
 

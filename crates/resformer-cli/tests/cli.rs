@@ -320,3 +320,57 @@ fn embed_reads_stdin_and_files_and_says_what_it_truncated() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(code == 0 && v["dim"] == 384 && v["embeddings"].as_array().unwrap().len() == 2, "{v}");
 }
+
+#[test]
+fn run_takes_an_nn_transformer_encoder_state_dict_and_a_bool_mask() {
+    use resformer::model::fixture::{load_dir, PYTORCH_ATOL};
+    use resformer::model::weights::Naming;
+    use safetensors::tensor::{serialize, Dtype, TensorView};
+    // the key-padding and batch-first PyTorch fixtures, under nn.TransformerEncoder's names
+    let padded: Vec<_> =
+        load_dir(&repo().join("tests/fixtures/block")).unwrap().into_iter().filter(|f| f.key_pad.is_some()).collect();
+    assert!(padded.len() >= 2, "the fixtures with a key-padding mask");
+    for f in padded {
+        let w = tmp(&format!("encoder-{}.safetensors", f.name));
+        f.weights.save_as(&w, "encoder.", Naming::TransformerEncoder).unwrap();
+        let dims: Vec<usize> = if f.cfg.batch_first {
+            vec![f.shape.batch, f.shape.seq, f.cfg.embed]
+        } else {
+            vec![f.shape.seq, f.shape.batch, f.cfg.embed]
+        };
+        let mask: Vec<u8> = f.key_pad.as_ref().unwrap().iter().map(|&v| (v != 0) as u8).collect();
+        let input: Vec<u8> = f.input.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tensors = [
+            ("input", TensorView::new(Dtype::F32, dims.clone(), &input).unwrap()),
+            ("key_padding_mask", TensorView::new(Dtype::BOOL, vec![f.shape.batch, f.shape.seq], &mask).unwrap()),
+        ];
+        let x = tmp(&format!("encoder-x-{}.safetensors", f.name));
+        std::fs::write(&x, serialize(tensors, None).unwrap()).unwrap();
+        let y = tmp(&format!("encoder-y-{}.safetensors", f.name));
+        let heads = f.cfg.heads.to_string();
+        let eps = f.cfg.eps.to_string();
+        let mut args = vec!["run", "--device", "cpu", "--runs", "1", "--prefix", "encoder.", "--heads", &heads];
+        args.extend(["--layer-norm-eps", &eps]);
+        let (w, x, y) = (w.to_str().unwrap(), x.to_str().unwrap(), y.to_str().unwrap());
+        args.extend(["--weights", w, "--input", x, "--output", y]);
+        if f.cfg.pre_norm {
+            args.push("--norm-first");
+        }
+        if f.cfg.activation == resformer::ops::Activation::Gelu {
+            args.push("--gelu");
+        }
+        if f.cfg.causal {
+            args.push("--causal");
+        }
+        if f.cfg.batch_first {
+            args.push("--batch-first");
+        }
+        let (code, out, err) = cli(&args);
+        assert_eq!(code, 0, "{}: {out}{err}", f.name);
+        assert!(out.contains("(nn.TransformerEncoder names)") && out.contains("using key_padding_mask"), "{out}");
+        let got = TensorFile::open(Path::new(y)).unwrap().get("output").unwrap();
+        assert_eq!(got.shape, dims);
+        let worst = got.data.iter().zip(&f.output).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= PYTORCH_ATOL, "{}: {worst:.2e} from PyTorch", f.name);
+    }
+}
