@@ -32,8 +32,8 @@ use std::sync::Arc;
 use crate::device::{AdapterChoice, Gpu, GpuOptions};
 use crate::error::{Error, Result};
 use crate::kernels::KernelPolicy;
+use crate::model::bert::SentenceEmbedder;
 use crate::model::host::HostKernels;
-use crate::model::minilm::SentenceEmbedder;
 use crate::model::vit::VitClassifier;
 use crate::model::{cpu_label, BlockConfig, GpuStack, Placement, Stack, StackWeights};
 
@@ -267,9 +267,15 @@ impl Engine {
         }
     }
 
-    /// Loads all-MiniLM-L6-v2 from `dir` (see scripts/fetch-minilm.sh).
-    pub fn load_minilm(&self, dir: &Path) -> Result<SentenceEmbedder> {
+    /// Loads the BERT sentence-transformers model in `dir` (all-MiniLM-L6-v2 from
+    /// scripts/fetch-minilm.sh, or another of its family: the directory's files configure it).
+    pub fn load_bert(&self, dir: &Path) -> Result<SentenceEmbedder> {
         SentenceEmbedder::load(dir, &self.place)
+    }
+
+    /// [`Engine::load_bert`]: all-MiniLM-L6-v2 is one configuration of the BERT loader.
+    pub fn load_minilm(&self, dir: &Path) -> Result<SentenceEmbedder> {
+        self.load_bert(dir)
     }
 
     /// Loads the ViT classifier in `dir` (config.json, model.safetensors).

@@ -21,7 +21,7 @@ fn engine_and_stacks_are_send_and_sync() {
     both::<Stack>();
     both::<GpuStack>();
     both::<Gpu>();
-    both::<resformer::model::minilm::SentenceEmbedder>();
+    both::<resformer::model::bert::SentenceEmbedder>();
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! (the GPU plan, the host stack on the CPU backend or the reference kernels); the real models
 //! built from them; and [`Placement`], where a model's weights go.
 
+pub mod bert;
 pub mod block;
 pub mod budget;
 pub mod check;
@@ -10,7 +11,6 @@ pub mod fixture;
 pub mod gpu;
 pub mod host;
 pub mod io;
-pub mod minilm;
 pub mod vit;
 pub mod weights;
 

@@ -2,7 +2,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use resformer::model::minilm::SentenceEmbedder;
+use resformer::model::bert::SentenceEmbedder;
 use resformer::Device;
 
 use crate::{engine_on, parse_device, positive, progress, usage, CliError, CliResult};
@@ -10,7 +10,7 @@ use crate::{engine_on, parse_device, positive, progress, usage, CliError, CliRes
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
 pub struct Args {
-    /// The model directory (bash scripts/fetch-minilm.sh fetches it)
+    /// A sentence-transformers BERT directory (bash scripts/fetch-minilm.sh fetches all-MiniLM-L6-v2)
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
     /// Sentences to embed; `-` reads them from standard input, one per line

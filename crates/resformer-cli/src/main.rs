@@ -40,7 +40,7 @@ enum Command {
     Run(run::Args),
     /// The attention walk-through: one head's weights over a sentence, as a table and a heatmap
     Attention(attention::Args),
-    /// Sentence embeddings with all-MiniLM-L6-v2 (scripts/fetch-minilm.sh fetches it)
+    /// Sentence embeddings with a BERT sentence-transformers model (all-MiniLM-L6-v2: scripts/fetch-minilm.sh)
     Embed(embed::Args),
     /// Classify the handwritten digits' test split with the Vision Transformer; or show one digit
     Classify(classify::Args),

@@ -26,8 +26,8 @@ use std::path::Path;
 use resformer::kernels::attention::{prepare_attention_variant, AttentionConfig, AttentionVariant, MAX_HEAD_DIM};
 use resformer::kernels::matmul::Activation;
 use resformer::kernels::KernelPolicy;
-use resformer::model::io::TensorFile;
-use resformer::model::minilm::{load_tokenizer, load_weights, HEADS, HIDDEN};
+
+use resformer::model::bert::{load_tokenizer, load_weights, weights_file, BertConfig};
 use resformer::rng::Rng;
 use resformer::tensor::{DType, Tensor};
 use resformer::{reference, Error, Gpu, Result};
@@ -201,19 +201,20 @@ impl Walkthrough {
     }
 }
 
-/// The attention walk-through on real weights: MiniLM's tokens for `sentence`
-/// (with `[CLS]` and `[SEP]`), their embeddings as layer 0 sees them (after the
-/// embedding LayerNorm), and the q, k, v weights of layer 0's `head`.
+/// The attention walk-through on real weights: a BERT sentence encoder's tokens for
+/// `sentence` (with `[CLS]` and `[SEP]`; MiniLM's, say), their embeddings as layer 0 sees them
+/// (after the embedding LayerNorm), and the q, k, v weights of layer 0's `head`.
 pub fn minilm(dir: &Path, sentence: &str, head: usize) -> Result<Walkthrough> {
-    if head >= HEADS {
+    let cfg = BertConfig::from_dir(dir)?;
+    let (e, heads) = (cfg.hidden, cfg.heads);
+    if head >= heads {
         return Err(Error::InvalidArgument {
             op: "attention walk-through",
-            what: format!("head {head}: MiniLM has {HEADS}"),
+            what: format!("head {head}: the model has {heads} (0..={})", heads - 1),
         });
     }
-    let file = TensorFile::open(&dir.join("model.safetensors"))?;
-    let (weights, emb) = load_weights(&file)?;
-    let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+    let (weights, emb) = load_weights(&weights_file(dir)?, &cfg)?;
+    let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), cfg.max_tokens)?;
     let enc = tokenizer
         .encode(sentence, true)
         .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
@@ -228,16 +229,16 @@ pub fn minilm(dir: &Path, sentence: &str, head: usize) -> Result<Walkthrough> {
         emb.push(&mut raw, id, p);
     }
     let t = enc.get_ids().len();
-    let (g, b) = weights.input_norm.as_ref().expect("MiniLM has an embedding LayerNorm");
+    let (g, b) = weights.input_norm.as_ref().expect("a BERT has an embedding LayerNorm");
     let mut x = vec![0.0; raw.len()];
-    reference::layernorm::layernorm(&mut x, &raw, None, g, b, t, HIDDEN, resformer::model::minilm::block_config().eps);
+    reference::layernorm::layernorm(&mut x, &raw, None, g, b, t, e, cfg.eps);
     // rows h*D..(h+1)*D of each of q, k, v in the packed in-projection
-    let (d, block) = (HIDDEN / HEADS, &weights.blocks[0]);
-    let mut w = Vec::with_capacity(3 * d * HIDDEN);
+    let (d, block) = (e / heads, &weights.blocks[0]);
+    let mut w = Vec::with_capacity(3 * d * e);
     let mut bias = Vec::with_capacity(3 * d);
     for part in 0..3 {
-        let r0 = part * HIDDEN + head * d;
-        w.extend_from_slice(&block.in_proj_weight[r0 * HIDDEN..(r0 + d) * HIDDEN]);
+        let r0 = part * e + head * d;
+        w.extend_from_slice(&block.in_proj_weight[r0 * e..(r0 + d) * e]);
         bias.extend_from_slice(&block.in_proj_bias[r0..r0 + d]);
     }
     Walkthrough::new(enc.get_tokens().to_vec(), x, d, w, bias)

@@ -1,0 +1,638 @@
+//! A real pretrained model on the engine: sentence-transformers'
+//! all-MiniLM-L6-v2 (Apache-2.0), a 6-layer post-LN BERT encoder (hidden 384,
+//! 12 heads, ff 1536, GELU with erf, LayerNorm eps 1e-12), mean-pooled and
+//! L2-normalised into 384-dim sentence embeddings.
+//!
+//! It reuses the block and stack: BERT's separate q, k, v projections are
+//! concatenated into the packed in-projection, its layers are post-norm blocks
+//! with GELU, the embedding LayerNorm is the stack's input norm, and padded
+//! sentences in a batch are hidden by the key-padding mask.
+//!
+//! ```no_run
+//! use resformer::{Engine, EngineOptions};
+//! let engine = Engine::new_blocking(EngineOptions::default())?;
+//! let model = engine.load_minilm("models/all-MiniLM-L6-v2".as_ref())?;
+//! let e = model.embed(&["A man is eating food.", "A man is eating a piece of bread."])?;
+//! let cos: f32 = e[0].iter().zip(&e[1]).map(|(a, b)| a * b).sum(); // unit vectors
+//! println!("similarity {cos:.4} on {}", model.describe());
+//! # Ok::<(), resformer::Error>(())
+//! ```
+
+//! BERT sentence encoders as sentence-transformers saves them, configured by their files:
+//! all-MiniLM-L6-v2 (Apache-2.0: hidden 384, 12 heads, ff 1536, 6 layers, GELU, LayerNorm eps
+//! 1e-12, mean pooling, L2-normalised) is one directory among the family (bge-small,
+//! e5-small, gte-small, MiniLM-L12, ...) that differ only in those files.
+//!
+//! From the directory: `config.json` (`model_type` bert, `hidden_size`,
+//! `num_attention_heads`, `intermediate_size`, `num_hidden_layers`, `hidden_act`,
+//! `layer_norm_eps`, `max_position_embeddings`, `type_vocab_size`); `modules.json` (a
+//! `Normalize` module or not) and the Pooling module's `config.json` (mean, cls or max
+//! tokens); `sentence_bert_config.json` (`max_seq_length`, `do_lower_case`);
+//! `model.safetensors` (names with or without a `bert.` prefix); `tokenizer.json`. What it
+//! cannot run is an error naming the file and the field.
+//!
+//! It reuses the block and stack: BERT's separate q, k, v projections are
+//! concatenated into the packed in-projection, its layers are post-norm blocks
+//! with GELU, the embedding LayerNorm is the stack's input norm, and padded
+//! sentences in a batch are hidden by the key-padding mask.
+//!
+//! ```no_run
+//! use resformer::{Engine, EngineOptions};
+//! let engine = Engine::new_blocking(EngineOptions::default())?;
+//! let model = engine.load_minilm("models/all-MiniLM-L6-v2".as_ref())?;
+//! let e = model.embed(&["A man is eating food.", "A man is eating a piece of bread."])?;
+//! let cos: f32 = e[0].iter().zip(&e[1]).map(|(a, b)| a * b).sum(); // unit vectors
+//! println!("similarity {cos:.4} on {}", model.describe());
+//! # Ok::<(), resformer::Error>(())
+//! ```
+
+use std::path::Path;
+use std::time::Instant;
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::io::TensorFile;
+use super::{BlockConfig, BlockWeights, Placement, Stack, StackWeights};
+use crate::error::{Error, Result};
+use crate::ops::Activation;
+
+/// How token vectors become one sentence vector (sentence-transformers' Pooling module).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over the real tokens (`pooling_mode_mean_tokens`).
+    Mean,
+    /// The first token, `[CLS]` (`pooling_mode_cls_token`).
+    Cls,
+    /// The elementwise maximum over the real tokens (`pooling_mode_max_tokens`).
+    Max,
+}
+
+/// Everything of a BERT sentence encoder that its files configure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BertConfig {
+    /// `hidden_size`: E.
+    pub hidden: usize,
+    /// `num_attention_heads`.
+    pub heads: usize,
+    /// `intermediate_size`: F.
+    pub ff: usize,
+    /// `num_hidden_layers`.
+    pub layers: usize,
+    /// `hidden_act`: `gelu` (erf) or `relu`.
+    pub activation: Activation,
+    /// `layer_norm_eps`.
+    pub eps: f32,
+    /// `max_position_embeddings`.
+    pub positions: usize,
+    /// `type_vocab_size`.
+    pub type_vocab: usize,
+    /// The Pooling module's mode.
+    pub pooling: Pooling,
+    /// A `Normalize` module follows the pooling: unit vectors.
+    pub normalize: bool,
+    /// sentence-transformers' `max_seq_length` (special tokens included; longer inputs are
+    /// truncated), at most `positions`.
+    pub max_tokens: usize,
+    /// `do_lower_case`: inputs are lower-cased before tokenising.
+    pub lower_case: bool,
+}
+
+impl BertConfig {
+    /// all-MiniLM-L6-v2's configuration, as its files say.
+    pub fn minilm() -> BertConfig {
+        BertConfig {
+            hidden: 384,
+            heads: 12,
+            ff: 1536,
+            layers: 6,
+            activation: Activation::Gelu,
+            eps: 1e-12,
+            positions: 512,
+            type_vocab: 2,
+            pooling: Pooling::Mean,
+            normalize: true,
+            max_tokens: 256,
+            lower_case: false,
+        }
+    }
+
+    /// Reads the configuration of the sentence-transformers directory `dir`.
+    pub fn from_dir(dir: &Path) -> Result<BertConfig> {
+        let read = |name: &str| -> Result<Option<serde_json::Value>> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::File { path: path.display().to_string(), reason: format!("not JSON: {e}") })
+        };
+        let bad = |file: &str, reason: String| Error::File { path: dir.join(file).display().to_string(), reason };
+        let config =
+            read("config.json")?.ok_or_else(|| bad("config.json", "missing: a BERT directory has one".into()))?;
+        let model_type = config["model_type"].as_str().unwrap_or("");
+        if model_type != "bert" {
+            return Err(bad("config.json", format!("model_type {model_type:?}: only \"bert\" models run here")));
+        }
+        let count = |field: &str| -> Result<usize> {
+            config[field]
+                .as_u64()
+                .filter(|&v| v > 0)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad("config.json", format!("field `{field}` missing or not a positive integer")))
+        };
+        let activation = match config["hidden_act"].as_str() {
+            Some("gelu") => Activation::Gelu,
+            Some("relu") => Activation::Relu,
+            other => {
+                return Err(bad(
+                    "config.json",
+                    format!("field `hidden_act` {other:?}: the engine runs gelu (erf) and relu"),
+                ))
+            }
+        };
+        let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
+        let positions = count("max_position_embeddings")?;
+        let type_vocab = config["type_vocab_size"].as_u64().unwrap_or(2).max(1) as usize;
+        // modules.json: the Pooling module's folder, and whether a Normalize module follows
+        let modules = read("modules.json")?;
+        let module_list = modules.as_ref().and_then(|m| m.as_array()).cloned().unwrap_or_default();
+        let ty = |m: &serde_json::Value| m["type"].as_str().unwrap_or("").to_string();
+        let normalize = module_list.iter().any(|m| ty(m).ends_with("Normalize"));
+        let pooling_dir = module_list
+            .iter()
+            .find(|m| ty(m).ends_with("Pooling"))
+            .and_then(|m| m["path"].as_str().map(String::from))
+            .unwrap_or_else(|| "1_Pooling".into());
+        let pooling_file = format!("{pooling_dir}/config.json");
+        let pooling = match read(&pooling_file)? {
+            None => Pooling::Mean,
+            Some(p) => {
+                let on = |k: &str| p[k].as_bool().unwrap_or(false);
+                let unsupported =
+                    ["pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"];
+                if let Some(k) = unsupported.iter().find(|k| on(k)) {
+                    return Err(bad(
+                        &pooling_file,
+                        format!("`{k}` is set: the engine pools by mean, cls or max tokens"),
+                    ));
+                }
+                match (on("pooling_mode_mean_tokens"), on("pooling_mode_cls_token"), on("pooling_mode_max_tokens")) {
+                    (true, false, false) => Pooling::Mean,
+                    (false, true, false) => Pooling::Cls,
+                    (false, false, true) => Pooling::Max,
+                    _ => {
+                        return Err(bad(
+                            &pooling_file,
+                            "exactly one of pooling_mode_mean_tokens, pooling_mode_cls_token, pooling_mode_max_tokens must be true".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        let st = read("sentence_bert_config.json")?;
+        let max_tokens = st.as_ref().and_then(|c| c["max_seq_length"].as_u64()).map_or(positions, |v| v as usize);
+        if max_tokens == 0 || max_tokens > positions {
+            return Err(bad(
+                "sentence_bert_config.json",
+                format!("max_seq_length {max_tokens}: must be 1..={positions} (max_position_embeddings)"),
+            ));
+        }
+        let lower_case = st.as_ref().and_then(|c| c["do_lower_case"].as_bool()).unwrap_or(false);
+        let cfg = BertConfig {
+            hidden: count("hidden_size")?,
+            heads: count("num_attention_heads")?,
+            ff: count("intermediate_size")?,
+            layers: count("num_hidden_layers")?,
+            activation,
+            eps,
+            positions,
+            type_vocab,
+            pooling,
+            normalize,
+            max_tokens,
+            lower_case,
+        };
+        cfg.block().validate().map_err(|e| bad("config.json", e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// The block configuration of one of its layers.
+    pub fn block(&self) -> BlockConfig {
+        BlockConfig {
+            embed: self.hidden,
+            heads: self.heads,
+            ff: self.ff,
+            pre_norm: false,
+            activation: self.activation,
+            eps: self.eps,
+            causal: false,
+            batch_first: true,
+            precision: super::Precision::F32,
+        }
+    }
+}
+
+/// Token, position and token-type embedding tables.
+pub struct Embeddings {
+    /// (vocab, E)
+    pub word: Vec<f32>,
+    /// (positions, E)
+    pub position: Vec<f32>,
+    /// token type 0, (E): sentence-transformers encodes single sentences
+    pub token_type: Vec<f32>,
+    /// Vocabulary size (rows of `word`).
+    pub vocab: usize,
+    /// E.
+    pub dim: usize,
+}
+
+impl Embeddings {
+    /// word[id] + position[p] + token_type[0] of one token, appended to `out`.
+    pub fn push(&self, out: &mut Vec<f32>, id: u32, pos: usize) {
+        let e = self.dim;
+        let w = &self.word[id as usize * e..(id as usize + 1) * e];
+        let p = &self.position[pos * e..(pos + 1) * e];
+        out.extend(w.iter().zip(p).zip(&self.token_type).map(|((a, b), c)| a + b + c));
+    }
+}
+
+/// Reads the BERT weights of `file` for `cfg` into the stack's form and the embedding tables;
+/// names with or without a `bert.` prefix.
+pub fn load_weights(file: &TensorFile, cfg: &BertConfig) -> Result<(StackWeights, Embeddings)> {
+    let (e, ff) = (cfg.hidden, cfg.ff);
+    let prefix = if file.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+    let get = |name: &str, shape: &[usize]| file.get_shaped(&format!("{prefix}{name}"), shape).map(|t| t.data);
+    let word = file.get(&format!("{prefix}embeddings.word_embeddings.weight"))?;
+    let vocab = match word.shape[..] {
+        [v, h] if h == e && v > 0 => v,
+        _ => {
+            return Err(Error::File {
+                path: file.path().into(),
+                reason: format!(
+                    "tensor `{prefix}embeddings.word_embeddings.weight` expected shape [vocab, {e}] (config.json hidden_size), found {:?}",
+                    word.shape
+                ),
+            })
+        }
+    };
+    let emb = Embeddings {
+        word: word.data,
+        position: get("embeddings.position_embeddings.weight", &[cfg.positions, e])?,
+        token_type: get("embeddings.token_type_embeddings.weight", &[cfg.type_vocab, e])?[..e].to_vec(),
+        vocab,
+        dim: e,
+    };
+    let input_norm = Some((get("embeddings.LayerNorm.weight", &[e])?, get("embeddings.LayerNorm.bias", &[e])?));
+    let blocks = (0..cfg.layers)
+        .map(|i| {
+            let l = |s: &str| format!("encoder.layer.{i}.{s}");
+            // q, k, v stacked: PyTorch's packed in_proj layout
+            let qkv = |suffix: &str, shape: &[usize]| -> Result<Vec<f32>> {
+                let mut v = Vec::new();
+                for part in ["query", "key", "value"] {
+                    v.extend(get(&l(&format!("attention.self.{part}.{suffix}")), shape)?);
+                }
+                Ok(v)
+            };
+            Ok(BlockWeights::from_tensors(vec![
+                qkv("weight", &[e, e])?,
+                qkv("bias", &[e])?,
+                get(&l("attention.output.dense.weight"), &[e, e])?,
+                get(&l("attention.output.dense.bias"), &[e])?,
+                get(&l("intermediate.dense.weight"), &[ff, e])?,
+                get(&l("intermediate.dense.bias"), &[ff])?,
+                get(&l("output.dense.weight"), &[e, ff])?,
+                get(&l("output.dense.bias"), &[e])?,
+                get(&l("attention.output.LayerNorm.weight"), &[e])?,
+                get(&l("attention.output.LayerNorm.bias"), &[e])?,
+                get(&l("output.LayerNorm.weight"), &[e])?,
+                get(&l("output.LayerNorm.bias"), &[e])?,
+            ]))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((StackWeights { embed: e, ff, blocks, input_norm, output_norm: None }, emb))
+}
+
+/// Loads a tokenizer.json as sentence-transformers uses it: no fixed padding, truncation at
+/// `max_tokens` tokens.
+pub fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer> {
+    let err = |reason: String| Error::File { path: path.display().to_string(), reason };
+    if !path.exists() {
+        return Err(err("missing: the encoder needs the model's tokenizer.json".into()));
+    }
+    let mut tok = Tokenizer::from_file(path).map_err(|e| err(format!("cannot load tokenizer: {e}")))?;
+    tok.with_padding(None);
+    tok.with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+        .map_err(|e| err(format!("truncation: {e}")))?;
+    Ok(tok)
+}
+
+/// The weights file of `dir`: `model.safetensors`, or an error that says what to do when there
+/// is only `pytorch_model.bin`.
+pub fn weights_file(dir: &Path) -> Result<TensorFile> {
+    let st = dir.join("model.safetensors");
+    if !st.exists() && dir.join("pytorch_model.bin").exists() {
+        return Err(Error::File {
+            path: dir.join("pytorch_model.bin").display().to_string(),
+            reason: "only pickled PyTorch weights: save the model as model.safetensors (SentenceTransformer.save with safe_serialization, or safetensors.torch.save_file)".into(),
+        });
+    }
+    TensorFile::open(&st)
+}
+
+/// Sentence embeddings from a BERT sentence encoder on the engine.
+pub struct SentenceEmbedder {
+    cfg: BertConfig,
+    tokenizer: Tokenizer,
+    /// The same tokenizer without truncation: how long an input really is.
+    untruncated: Tokenizer,
+    embeddings: Embeddings,
+    stack: Stack,
+    name: String,
+}
+
+/// What one batch gives: per sentence its pooled vector, its token vectors and its token count.
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    /// The sentence vectors (pooled, and normalised when the model has a Normalize module).
+    pub sentences: Vec<Vec<f32>>,
+    /// Per sentence, its tokens' last hidden states, (tokens, E) row-major: sentence-
+    /// transformers' `output_value="token_embeddings"`.
+    pub tokens: Vec<Vec<f32>>,
+    /// Per sentence, the tokens it ran as (special tokens included, after truncation).
+    pub token_counts: Vec<usize>,
+}
+
+impl SentenceEmbedder {
+    /// Loads the sentence-transformers directory `dir` (config.json, the module files,
+    /// model.safetensors, tokenizer.json; see [`BertConfig::from_dir`]) onto `place`
+    /// (`Engine::load_minilm` does this on the engine's device).
+    pub fn load(dir: &Path, place: &Placement) -> Result<SentenceEmbedder> {
+        let cfg = BertConfig::from_dir(dir)?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), cfg.max_tokens)?;
+        let file = weights_file(dir)?;
+        let (weights, embeddings) = load_weights(&file, &cfg)?;
+        let stack = place.load_stack(weights, cfg.block())?;
+        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(SentenceEmbedder::new(cfg, tokenizer, embeddings, stack, name))
+    }
+
+    /// all-MiniLM-L6-v2's shapes with seeded random weights and `dir/tokenizer.json` (no
+    /// model.safetensors needed): for speed measurements where the weights cannot travel,
+    /// e.g. scripts/gpu-check.sh on a host without the model. Its embeddings mean nothing.
+    pub fn random(dir: &Path, seed: u64, place: &Placement) -> Result<SentenceEmbedder> {
+        let cfg = BertConfig::minilm();
+        let e = cfg.hidden;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), cfg.max_tokens)?;
+        let vocab = tokenizer.get_vocab_size(true);
+        let mut rng = crate::rng::Rng::new(seed);
+        let embeddings = Embeddings {
+            word: rng.vec(vocab * e, -0.1, 0.1),
+            position: rng.vec(cfg.positions * e, -0.1, 0.1),
+            token_type: rng.vec(e, -0.1, 0.1),
+            vocab,
+            dim: e,
+        };
+        let mut weights = StackWeights::random(seed, cfg.layers, e, cfg.ff);
+        weights.input_norm = Some((rng.vec(e, 0.8, 1.2), rng.vec(e, -0.2, 0.2)));
+        let stack = place.load_stack(weights, cfg.block())?;
+        Ok(SentenceEmbedder::new(cfg, tokenizer, embeddings, stack, "all-MiniLM-L6-v2 shape, random weights".into()))
+    }
+
+    fn new(
+        cfg: BertConfig,
+        tokenizer: Tokenizer,
+        embeddings: Embeddings,
+        stack: Stack,
+        name: String,
+    ) -> SentenceEmbedder {
+        let mut untruncated = tokenizer.clone();
+        untruncated.with_truncation(None).expect("removing truncation cannot fail");
+        SentenceEmbedder { cfg, tokenizer, untruncated, embeddings, stack, name }
+    }
+
+    /// The configuration its files gave.
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
+    /// The longest input in tokens, special tokens included (max_seq_length: 256 for
+    /// MiniLM); longer ones are truncated.
+    pub fn max_tokens(&self) -> usize {
+        self.cfg.max_tokens
+    }
+
+    fn prepare<'a>(&self, sentence: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.cfg.lower_case {
+            true => sentence.to_lowercase().into(),
+            false => sentence.into(),
+        }
+    }
+
+    /// Tokens of `sentence` before truncation, `[CLS]` and `[SEP]` included: over
+    /// [`SentenceEmbedder::max_tokens`] means its embedding covers only the first ones.
+    pub fn count_tokens(&self, sentence: &str) -> Result<usize> {
+        let enc = self
+            .untruncated
+            .encode(self.prepare(sentence).as_ref(), true)
+            .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
+        Ok(enc.get_ids().len())
+    }
+
+    /// The model's name (its directory).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which path runs (adapter or CPU), for reports.
+    pub fn describe(&self) -> String {
+        self.stack.describe()
+    }
+
+    /// Embedding dimension, E (384 for MiniLM).
+    pub fn dim(&self) -> usize {
+        self.cfg.hidden
+    }
+
+    /// Token ids of `sentence`: `[CLS] ... [SEP]`, at most [`SentenceEmbedder::max_tokens`].
+    pub fn tokenize(&self, sentence: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(self.prepare(sentence).as_ref(), true)
+            .map_err(|e| Error::InvalidArgument { op: "tokenize", what: format!("{sentence:?}: {e}") })?;
+        let ids = enc.get_ids().to_vec();
+        self.check_ids(&ids)?;
+        Ok(ids)
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidArgument { op: "tokenize", what });
+        if ids.is_empty() {
+            return bad("an input of no tokens".into());
+        }
+        if ids.len() > self.cfg.max_tokens {
+            return bad(format!("{} tokens, over the model's {}", ids.len(), self.cfg.max_tokens));
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.embeddings.vocab) {
+            return bad(format!("token id {id} is outside the vocabulary ({} ids)", self.embeddings.vocab));
+        }
+        Ok(())
+    }
+
+    /// The embedding LayerNorm's input for token ids (one sentence): (len, E).
+    pub fn token_embeddings(&self, ids: &[u32]) -> Vec<f32> {
+        let mut x = Vec::with_capacity(ids.len() * self.cfg.hidden);
+        for (p, &id) in ids.iter().enumerate() {
+            self.embeddings.push(&mut x, id, p);
+        }
+        x
+    }
+
+    /// Sentence embeddings (pooled as the model's files say, normalised when it has a
+    /// Normalize module), one per sentence, computed as one batch.
+    pub fn embed(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_timed(sentences)?.0)
+    }
+
+    /// Sentence vectors, token vectors and token counts of `sentences`, as one batch.
+    pub fn encode(&self, sentences: &[&str]) -> Result<Encoded> {
+        let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
+        self.encode_ids(&ids)
+    }
+
+    /// [`SentenceEmbedder::encode`] on inputs given as token ids (each `[CLS] ... [SEP]` as the
+    /// tokenizer writes them, at most [`SentenceEmbedder::max_tokens`]).
+    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Encoded> {
+        for s in ids {
+            self.check_ids(s)?;
+        }
+        Ok(self.run(ids, &mut EmbedTiming::default())?.1)
+    }
+
+    /// [`SentenceEmbedder::embed`], and where its time went.
+    pub fn embed_timed(&self, sentences: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedTiming)> {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
+        let mut timing = EmbedTiming { tokenize_ms: ms(t), ..Default::default() };
+        let (timing2, out) = self.run(&ids, &mut timing)?;
+        Ok((out.sentences, timing2))
+    }
+
+    /// One padded batch through the stack, then pooling.
+    fn run(&self, ids: &[Vec<u32>], timing: &mut EmbedTiming) -> Result<(EmbedTiming, Encoded)> {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let e = self.cfg.hidden;
+        let (batch, seq) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
+        timing.batch = batch;
+        timing.seq = seq;
+        if batch == 0 {
+            return Ok((*timing, Encoded::default()));
+        }
+        // batch-first (batch, seq, E); padded rows are [PAD] embeddings, hidden as keys
+        let t = Instant::now();
+        let mut x = Vec::with_capacity(batch * seq * e);
+        let mut pad = Vec::with_capacity(batch * seq);
+        for s in ids {
+            let mut padded = s.clone();
+            padded.resize(seq, 0);
+            x.extend(self.token_embeddings(&padded));
+            pad.extend((0..seq).map(|p| (p >= s.len()) as u32));
+        }
+        timing.inputs_ms = ms(t);
+        let t = Instant::now();
+        let y = self.stack.forward(&x, seq, batch, Some(&pad))?;
+        timing.forward_ms = ms(t);
+        let t = Instant::now();
+        let tokens: Vec<Vec<f32>> =
+            ids.iter().enumerate().map(|(b, s)| y[b * seq * e..(b * seq + s.len()) * e].to_vec()).collect();
+        let sentences = tokens.iter().map(|h| pool(h, e, self.cfg.pooling, self.cfg.normalize)).collect();
+        timing.pool_ms = ms(t);
+        let token_counts = ids.iter().map(Vec::len).collect();
+        Ok((*timing, Encoded { sentences, tokens, token_counts }))
+    }
+
+    /// GPU time of the encoder alone for a padded (seq, batch) forward: the median of `runs`
+    /// replays of its dispatches, timed on the device (no upload or readback). `None` on the
+    /// CPU path.
+    pub fn gpu_ms(&self, seq: usize, batch: usize, runs: usize) -> Option<Result<f64>> {
+        let stack = self.stack.gpu()?;
+        let timed = stack.with_plan(seq, batch, true, |d| crate::kernels::time_dispatches(stack.gpu(), d, runs));
+        Some(timed.and_then(|r| r).map(|(times, _)| crate::ops::median(&times)))
+    }
+}
+
+/// Where the time of one [`SentenceEmbedder::embed_timed`] call went, in ms.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmbedTiming {
+    /// Sentences.
+    pub batch: usize,
+    /// Tokens of the longest sentence (the padded length).
+    pub seq: usize,
+    /// Tokenisation.
+    pub tokenize_ms: f64,
+    /// Embedding lookup and padding into the (batch, seq, 384) input.
+    pub inputs_ms: f64,
+    /// The stack's forward: upload, kernels and readback on a GPU.
+    pub forward_ms: f64,
+    /// Mean pooling and normalisation.
+    pub pool_ms: f64,
+}
+
+impl EmbedTiming {
+    /// The whole call.
+    pub fn total_ms(&self) -> f64 {
+        self.tokenize_ms + self.inputs_ms + self.forward_ms + self.pool_ms
+    }
+}
+
+/// One sentence vector from its token rows `h` (tokens, `dim`), as sentence-transformers'
+/// Pooling (mean over the tokens, the first token, or the elementwise max) and, when
+/// `normalize`, its Normalize (divided by the L2 norm; norms below 1e-12 are clamped as torch
+/// does). Sums in f64.
+pub fn pool(h: &[f32], dim: usize, mode: Pooling, normalize: bool) -> Vec<f32> {
+    let n = h.len() / dim;
+    let rows = || h.chunks_exact(dim);
+    let pooled: Vec<f64> = match mode {
+        Pooling::Mean => {
+            let mut m = vec![0.0f64; dim];
+            for row in rows() {
+                for (a, &v) in m.iter_mut().zip(row) {
+                    *a += v as f64;
+                }
+            }
+            m.iter().map(|v| v / n.max(1) as f64).collect()
+        }
+        Pooling::Cls => h[..dim].iter().map(|&v| v as f64).collect(),
+        Pooling::Max => {
+            let mut m = vec![f64::NEG_INFINITY; dim];
+            for row in rows() {
+                for (a, &v) in m.iter_mut().zip(row) {
+                    *a = a.max(v as f64);
+                }
+            }
+            m
+        }
+    };
+    let norm = if normalize { pooled.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12) } else { 1.0 };
+    pooled.iter().map(|v| (v / norm) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_takes_the_mean_the_first_or_the_max_and_normalises_when_asked() {
+        // two tokens of dim 2
+        let h = [1.0, -2.0, 3.0, 4.0];
+        assert_eq!(pool(&h, 2, Pooling::Mean, false), vec![2.0, 1.0]);
+        assert_eq!(pool(&h, 2, Pooling::Cls, false), vec![1.0, -2.0]);
+        assert_eq!(pool(&h, 2, Pooling::Max, false), vec![3.0, 4.0]);
+        let n = pool(&h, 2, Pooling::Max, true);
+        assert!((n[0] - 0.6).abs() < 1e-7 && (n[1] - 0.8).abs() < 1e-7, "{n:?}");
+    }
+}
