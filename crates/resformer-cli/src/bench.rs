@@ -28,6 +28,9 @@ pub struct Args {
     /// Timed runs per case, after a warm-up
     #[arg(long, default_value_t = 10, value_parser = positive)]
     runs: usize,
+    /// The GPU timed: gpu (the best adapter) or gpu:N
+    #[arg(long, visible_alias = "backend", default_value = "gpu", value_parser = crate::parse_device)]
+    device: resformer::Device,
     /// Skip the plain CPU reference above this many FLOP (or bytes)
     #[arg(long, default_value_t = 2e10)]
     cpu_budget: f64,
@@ -48,7 +51,7 @@ pub fn run(a: Args) -> CliResult {
         None => None,
     };
     let options = crate::env_options()?;
-    let gpu = std::sync::Arc::new(resformer::Gpu::with_options(options.gpu)?);
+    let gpu = std::sync::Arc::new(resformer::Gpu::with_options(crate::gpu_options(a.device)?)?);
     options.policy.check(&gpu)?;
     println!("adapter: {} (kernels: {})", gpu.adapter().label(), options.policy.describe());
     let peak = bench::peak(&gpu)?;

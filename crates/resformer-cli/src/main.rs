@@ -107,6 +107,18 @@ pub(crate) fn engine_on(device: Device) -> Result<Engine, CliError> {
     Ok(Engine::new_blocking(env_options()?.with_device(device))?)
 }
 
+/// The device options of a subcommand that times GPU kernels (`bench`, `tune`): `gpu` (the
+/// best adapter) or `gpu:N`; the host devices have no GPU kernels to time.
+pub(crate) fn gpu_options(device: Device) -> Result<resformer::GpuOptions, CliError> {
+    let mut gpu = env_options()?.gpu;
+    match device {
+        Device::Gpu => {}
+        Device::GpuAt(n) => gpu.adapter = resformer::AdapterChoice::Index(n),
+        other => return Err(usage(format!("--device {other}: this command times GPU kernels; give gpu or gpu:N"))),
+    }
+    Ok(gpu)
+}
+
 /// clap's parser for `--device`.
 pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
     s.parse().map_err(|_| format!("expected {}", Device::SPELLINGS))

@@ -16,10 +16,13 @@ pub struct Args {
     /// Timed runs per tile, after a warm-up
     #[arg(long, default_value_t = 5, value_parser = positive)]
     runs: usize,
+    /// The GPU tuned: gpu (the best adapter) or gpu:N
+    #[arg(long, visible_alias = "backend", default_value = "gpu", value_parser = crate::parse_device)]
+    device: resformer::Device,
 }
 
 pub fn run(a: Args) -> CliResult {
-    let gpu = resformer::Gpu::with_options(crate::env_options()?.gpu)?;
+    let gpu = resformer::Gpu::with_options(crate::gpu_options(a.device)?)?;
     let default = if gpu.adapter().is_software() { "small" } else { "large" };
     let shapes: Vec<(usize, usize, usize)> = match a.sizes.as_deref().unwrap_or(default) {
         "large" => tune::TUNE_SHAPES.to_vec(),

@@ -159,10 +159,12 @@ fn cli_help_version_and_suggestions_come_from_the_definitions() {
 
 #[test]
 fn every_subcommand_takes_the_same_device_spelling() {
-    for cmd in ["run", "attention", "embed", "classify", "parity"] {
+    for cmd in ["run", "attention", "embed", "classify", "parity", "bench", "tune"] {
         let (code, out, _) = cli(&[cmd, "--help"]);
         assert!(code == 0 && out.contains("--device <DEVICE>") && out.contains("gpu:N"), "{cmd}: {out}");
     }
+    // the GPU-timing commands take gpu or gpu:N, and refuse the host devices by saying so
+    assert_error(&["bench", "--device", "cpu"], 2, "--device cpu: this command times GPU kernels; give gpu or gpu:N");
     // --backend stays an alias of --device
     let (code, out, err) = cli(&["attention", "I love deep learning", "--backend", "reference"]);
     assert!(code == 0 && out.contains("backend: CPU reference path"), "{out}{err}");
