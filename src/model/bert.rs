@@ -27,7 +27,9 @@
 //! `num_attention_heads`, `intermediate_size`, `num_hidden_layers`, `hidden_act`,
 //! `layer_norm_eps`, `max_position_embeddings`, `type_vocab_size`); `modules.json` (a
 //! `Normalize` module or not) and the Pooling module's `config.json` (mean, cls or max
-//! tokens); `sentence_bert_config.json` (`max_seq_length`, `do_lower_case`);
+//! tokens, in either sentence-transformers format); `sentence_bert_config.json`
+//! (`max_seq_length`, `do_lower_case`) or, as sentence-transformers 6 saves it, the
+//! tokenizer's `model_max_length`;
 //! `model.safetensors` (names with or without a `bert.` prefix); `tokenizer.json`. What it
 //! cannot run is an error naming the file and the field.
 //!
@@ -169,6 +171,18 @@ impl BertConfig {
         let pooling_file = format!("{pooling_dir}/config.json");
         let pooling = match read(&pooling_file)? {
             None => Pooling::Mean,
+            // sentence-transformers 6 writes one `pooling_mode`; earlier versions one flag each
+            Some(p) if p["pooling_mode"].is_string() => match p["pooling_mode"].as_str().unwrap_or("") {
+                "mean" | "mean_tokens" => Pooling::Mean,
+                "cls" | "cls_token" => Pooling::Cls,
+                "max" | "max_tokens" => Pooling::Max,
+                other => {
+                    return Err(bad(
+                        &pooling_file,
+                        format!("`pooling_mode` {other:?}: the engine pools by mean, cls or max tokens"),
+                    ))
+                }
+            },
             Some(p) => {
                 let on = |k: &str| p[k].as_bool().unwrap_or(false);
                 let unsupported =
@@ -192,11 +206,21 @@ impl BertConfig {
                 }
             }
         };
+        // max_seq_length: sentence_bert_config.json (sentence-transformers before 6), else the
+        // tokenizer's model_max_length (6 keeps it there; transformers writes a huge number
+        // for "unset"), else the position table
         let st = read("sentence_bert_config.json")?;
-        let max_tokens = st.as_ref().and_then(|c| c["max_seq_length"].as_u64()).map_or(positions, |v| v as usize);
+        let tok_cfg = read("tokenizer_config.json")?;
+        let (max_tokens, max_file) = match st.as_ref().and_then(|c| c["max_seq_length"].as_u64()) {
+            Some(v) => (v as usize, "sentence_bert_config.json"),
+            None => match tok_cfg.as_ref().and_then(|c| c["model_max_length"].as_f64()) {
+                Some(v) if v >= 1.0 && v <= positions as f64 => (v as usize, "tokenizer_config.json"),
+                _ => (positions, "config.json"),
+            },
+        };
         if max_tokens == 0 || max_tokens > positions {
             return Err(bad(
-                "sentence_bert_config.json",
+                max_file,
                 format!("max_seq_length {max_tokens}: must be 1..={positions} (max_position_embeddings)"),
             ));
         }

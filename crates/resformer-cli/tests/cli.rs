@@ -376,3 +376,28 @@ fn run_takes_an_nn_transformer_encoder_state_dict_and_a_bool_mask() {
         assert!(worst <= PYTORCH_ATOL, "{}: {worst:.2e} from PyTorch", f.name);
     }
 }
+
+#[test]
+fn embed_json_on_a_bert_of_another_shape_matches_sentence_transformers() {
+    // a directory SentenceTransformer.save wrote (scripts/make_bert_fixtures.py): CLS pooling,
+    // no Normalize, hidden 48, max_seq_length 64 in the tokenizer's config
+    let dir = repo().join("tests/fixtures/bert/h48_cls_seq64");
+    let sentences: Vec<String> =
+        std::fs::read_to_string(dir.join("sentences.txt")).unwrap().lines().map(String::from).collect();
+    let mut args = vec!["embed", "--device", "cpu", "--json", "--model", dir.to_str().unwrap()];
+    args.extend(sentences.iter().map(String::as_str));
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["dim"], 48);
+    let want = TensorFile::open(&dir.join("expected.safetensors")).unwrap().get("embeddings").unwrap().data;
+    let got: Vec<f32> = v["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "max abs {worst:.2e} from sentence-transformers");
+}
