@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::kernels::matmul::{prepare_matmul_variant, Activation, MatmulVariant};
+use crate::kernels::matmul::{prepare_matmul_variant, problem_shape, Activation, MatmulVariant};
 use crate::kernels::{time_dispatches, Dispatch, KernelPolicy};
 use crate::ops::{median, Switch};
 use crate::rng::Rng;
@@ -163,15 +163,11 @@ pub fn prepare_matmul(
     act: Activation,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    let (m, k) = match *x.shape() {
-        [.., m, k] => (m, k),
-        _ => (0, 0),
+    // operands of a wrong rank are refused by the op; nothing is tuned for them
+    let variant = match problem_shape(x, w) {
+        Some(shape) => matmul_variant(gpu, policy, shape, w.dtype()),
+        None => MatmulVariant::untuned(gpu),
     };
-    let n = match *w.shape() {
-        [.., n, _] => n,
-        _ => 0,
-    };
-    let variant = matmul_variant(gpu, policy, (m, n, k), w.dtype());
     prepare_matmul_variant(gpu, variant, x, w, bias, act, out)
 }
 

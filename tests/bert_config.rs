@@ -4,12 +4,14 @@
 //! CPU backend and the GPU path; what the engine cannot run is an error naming the file and
 //! the field.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use resformer::model::bert::{BertConfig, Pooling};
 use resformer::model::io::write_f32;
 use resformer::rng::Rng;
-use resformer::testing::{assert_close, shared_gpu, Tol};
+use resformer::testing::{assert_close, Tol};
 use resformer::{Device, Engine, EngineOptions};
 
 fn minilm() -> Option<PathBuf> {
@@ -100,15 +102,6 @@ fn tiny_bert(name: &str, src: &Path, pooling: &str, normalize: bool, max_seq: us
     dir
 }
 
-fn engines() -> Vec<Engine> {
-    let mut v: Vec<Engine> =
-        [Device::Reference, Device::Cpu].map(|d| Engine::new_blocking(EngineOptions::on(d)).unwrap()).into();
-    if let Some(gpu) = shared_gpu() {
-        v.push(Engine::from_gpu(gpu.clone()));
-    }
-    v
-}
-
 #[test]
 fn minilm_is_one_configuration_of_the_bert_loader() {
     let Some(dir) = minilm() else { return };
@@ -130,7 +123,7 @@ fn a_bert_of_other_sizes_and_modules_runs_alike_on_every_path() {
         assert_eq!((cfg.hidden, cfg.heads, cfg.ff, cfg.layers, cfg.max_tokens), (32, 4, 48, 2, 24));
         assert_eq!((cfg.pooling, cfg.normalize), (mode, normalize));
         let mut outputs = Vec::new();
-        for engine in engines() {
+        for engine in common::every_path() {
             let model = engine.load_bert(&dir).unwrap();
             let out = model.encode(&sentences).unwrap();
             // max_seq_length 24 truncates the long one; token counts say so

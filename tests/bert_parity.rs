@@ -6,11 +6,11 @@
 //! within MiniLM's tolerances (cosine >= 0.9999, max abs <= 1e-4), on the reference, the CPU
 //! backend and the GPU path.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use resformer::model::io::TensorFile;
-use resformer::testing::shared_gpu;
-use resformer::{Device, Engine, EngineOptions};
 
 const MAX_ABS: f32 = 1e-4;
 const MIN_COSINE: f32 = 0.9999;
@@ -21,15 +21,6 @@ fn dirs() -> Vec<PathBuf> {
         std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     v.sort();
     assert_eq!(v.len(), 3, "three fixture models in {}", root.display());
-    v
-}
-
-fn engines() -> Vec<Engine> {
-    let mut v: Vec<Engine> =
-        [Device::Reference, Device::Cpu].map(|d| Engine::new_blocking(EngineOptions::on(d)).unwrap()).into();
-    if let Some(gpu) = shared_gpu() {
-        v.push(Engine::from_gpu(gpu.clone()));
-    }
     v
 }
 
@@ -44,7 +35,7 @@ fn close(what: &str, got: &[f32], want: &[f32]) {
 
 #[test]
 fn bert_models_of_other_shapes_match_sentence_transformers_on_every_path() {
-    let engines = engines();
+    let engines = common::every_path();
     for dir in dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let sentences: Vec<String> =

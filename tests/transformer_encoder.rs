@@ -5,6 +5,8 @@
 //! PyTorch's output again on the reference, the CPU backend and the GPU path; with a final
 //! norm, PyTorch's output through the reference LayerNorm.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use resformer::model::fixture::{load_dir, PYTORCH_ATOL};
@@ -12,8 +14,8 @@ use resformer::model::io::TensorFile;
 use resformer::model::weights::Naming;
 use resformer::model::{host, StackWeights};
 use resformer::ops::Tol;
-use resformer::testing::{assert_close, shared_gpu, Rng};
-use resformer::{reference, Device, Engine, EngineOptions};
+use resformer::reference;
+use resformer::testing::{assert_close, Rng};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/block")
@@ -25,19 +27,10 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn engines() -> Vec<Engine> {
-    let mut v: Vec<Engine> =
-        [Device::Cpu, Device::Reference].map(|d| Engine::new_blocking(EngineOptions::on(d)).unwrap()).into();
-    if let Some(gpu) = shared_gpu() {
-        v.push(Engine::from_gpu(gpu.clone()));
-    }
-    v
-}
-
 #[test]
 fn transformer_encoder_names_load_and_match_pytorch_on_every_fixture() {
     let tol = Tol { atol: PYTORCH_ATOL, rtol: 0.0 };
-    let engines = engines();
+    let engines = common::every_path();
     for f in load_dir(&fixtures()).unwrap() {
         for prefix in ["", "encoder."] {
             let path = tmp(&format!("{}-{}.safetensors", f.name, prefix.len()));
@@ -59,7 +52,7 @@ fn transformer_encoder_names_load_and_match_pytorch_on_every_fixture() {
 
 #[test]
 fn a_final_norm_is_applied_after_the_last_block_on_every_path() {
-    let engines = engines();
+    let engines = common::every_path();
     for f in load_dir(&fixtures()).unwrap() {
         let e = f.cfg.embed;
         let mut rng = Rng::new(31);

@@ -5,6 +5,8 @@
 //! Needs data/digits/digits.csv (bash scripts/fetch-digits.sh): without it the tests skip, or
 //! fail under RESFORMER_REQUIRE_MODEL=1 (set by scripts/test.sh).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use resformer::metrics::Report;
@@ -47,17 +49,6 @@ fn expected() -> Expected {
     }
 }
 
-fn engines() -> Vec<Engine> {
-    let mut v: Vec<Engine> = [Device::Cpu, Device::Reference]
-        .into_iter()
-        .map(|backend| Engine::new_blocking(EngineOptions::on(backend)).unwrap())
-        .collect();
-    if let Some(gpu) = shared_gpu() {
-        v.push(Engine::from_gpu(gpu.clone()));
-    }
-    v
-}
-
 #[test]
 fn vit_logits_and_predictions_match_pytorch_on_the_whole_test_split() {
     let Some(digits) = digits() else { return };
@@ -68,7 +59,7 @@ fn vit_logits_and_predictions_match_pytorch_on_the_whole_test_split() {
     let images: Vec<&[f32]> = split.iter().map(|&i| &digits.images[i][..]).collect();
     let labels: Vec<usize> = split.iter().map(|&i| digits.labels[i]).collect();
     assert_eq!(labels, want.labels, "the data set's labels are the ones the model was scored on");
-    for engine in engines() {
+    for engine in common::every_path() {
         let model = engine.load_vit(&dir).unwrap();
         let logits = model.logits(&images).unwrap();
         assert_close(&format!("vit logits on {}", engine.choice()), &logits, &want.logits, LOGITS_TOL);

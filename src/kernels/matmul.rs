@@ -344,6 +344,17 @@ fn batch_rows_cols(shape: &[usize]) -> (usize, usize, usize) {
     }
 }
 
+/// The (M, N, K) of a matmul of x (.., M, K) by w (.., N, K), or `None` when a rank is not 2
+/// or 3 (the op then refuses the operands by itself).
+pub fn problem_shape(x: &Tensor, w: &Tensor) -> Option<(usize, usize, usize)> {
+    let ranks = |t: &Tensor| matches!(t.shape().len(), 2 | 3);
+    if !(ranks(x) && ranks(w)) {
+        return None;
+    }
+    let ((_, m, k), (_, n, _)) = (batch_rows_cols(x.shape()), batch_rows_cols(w.shape()));
+    Some((m, n, k))
+}
+
 /// Checks operands and binds a matmul; record the result with [`Dispatch::record`].
 pub fn prepare_matmul(
     gpu: &Gpu,
