@@ -5,6 +5,7 @@ models saved by sentence-transformers itself, with their expected outputs.
     bash scripts/fetch-minilm.sh      # its vocabulary seeds the cut one
     python3 -m pip install torch transformers sentence-transformers safetensors
     python3 scripts/make_bert_fixtures.py     # rewrites tests/fixtures/bert/
+    python3 scripts/make_bert_fixtures.py h40_gelu_new_mean   # only the models named
 
 Each tests/fixtures/bert/<name>/ is a directory `SentenceTransformer.save` wrote (config.json,
 modules.json, the Pooling config, sentence_bert_config.json, model.safetensors, the
@@ -16,6 +17,7 @@ float32.
 """
 import json
 import os
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -48,6 +50,7 @@ CONFIGS = [
     ("h64_mean_norm", 64, 4, 2, 96, "gelu", 1e-12, 128, "mean", True, 128),
     ("h48_cls_seq64", 48, 3, 3, 80, "gelu", 1e-12, 128, "cls", False, 64),
     ("h32_max_relu", 32, 2, 1, 64, "relu", 1e-6, 96, "max", True, 96),
+    ("h40_gelu_new_mean", 40, 5, 2, 72, "gelu_new", 1e-12, 128, "mean", True, 128),
 ]
 
 
@@ -74,7 +77,13 @@ def tokenizer(vocab_path):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    only = set(sys.argv[1:])
+    unknown = only - {c[0] for c in CONFIGS}
+    if unknown:
+        sys.exit(f"no such fixture: {sorted(unknown)}")
     for i, (name, e, heads, layers, ff, act, eps, positions, pooling, normalize, max_seq) in enumerate(CONFIGS):
+        if only and name not in only:
+            continue
         torch.manual_seed(1000 + i)
         cfg = BertConfig(
             vocab_size=VOCAB,

@@ -1,6 +1,6 @@
 // matmul_io: what every matmul shader shares, appended to each of them by src/kernels/matmul.rs: the
 // params, the bias / out / params bindings, and the fused activation (ACT_NONE, ACT_RELU, ACT_GELU
-// in its erf form: the codes of shaders::consts, prepended by src/kernels/matmul.rs). Each shader binds x (0) and w (1)
+// in its erf form, ACT_GELU_TANH in its tanh approximation: the codes of shaders::consts, prepended by src/kernels/matmul.rs). Each shader binds x (0) and w (1)
 // itself: the generated family reads them as vec4 when K % 4 == 0.
 
 struct Params {
@@ -27,10 +27,18 @@ fn erf_approx(v: f32) -> f32 {
     return select(r, -r, v < 0.0);
 }
 
+// tanh(u) = sign(u) (1 - 2 / (exp(2|u|) + 1)): exp's overflow gives 1, never inf / inf, whatever
+// the driver's own tanh does at large |u|.
+fn tanh_safe(u: f32) -> f32 {
+    let t = 1.0 - 2.0 / (exp(2.0 * abs(u)) + 1.0);
+    return select(t, -t, u < 0.0);
+}
+
 fn activate(v: f32) -> f32 {
     switch p.act {
         case ACT_RELU: { return max(v, 0.0); }
         case ACT_GELU: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
+        case ACT_GELU_TANH: { return 0.5 * v * (1.0 + tanh_safe(0.7978845608028654 * (v + 0.044715 * v * v * v))); }
         default: { return v; }
     }
 }

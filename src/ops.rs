@@ -116,6 +116,14 @@ pub enum Activation {
     Relu,
     /// GELU in its exact erf form (PyTorch's default `nn.GELU()`).
     Gelu,
+    /// GELU's tanh approximation, 0.5·v·(1 + tanh(√(2/π)·(v + 0.044715·v³))): PyTorch's
+    /// `nn.GELU(approximate="tanh")`, transformers' `gelu_new` and `gelu_pytorch_tanh`.
+    GeluTanh,
+}
+
+impl Activation {
+    /// Every activation, for tests and help text.
+    pub const ALL: [Activation; 4] = [Activation::None, Activation::Relu, Activation::Gelu, Activation::GeluTanh];
 }
 
 /// The shape of one matmul: out (batch, m, n) = x (batch, m, k) · wᵀ, w (n, k) shared by the

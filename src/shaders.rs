@@ -19,6 +19,8 @@ pub mod consts {
     pub const ACT_RELU: u32 = 1;
     /// GELU, erf form.
     pub const ACT_GELU: u32 = 2;
+    /// GELU, tanh approximation (`gelu_new`).
+    pub const ACT_GELU_TANH: u32 = 3;
     /// Lanes of the `*_subgroup8.wgsl` kernels' subgroups (SG there).
     pub const SUBGROUP8: u32 = 8;
     /// The largest head dim the attention kernels hold (DMAX of the tiled and subgroup kernels,
@@ -66,10 +68,13 @@ impl Prelude {
         self
     }
 
-    /// The matmul epilogue's activation codes (ACT_NONE, ACT_RELU, ACT_GELU).
+    /// The matmul epilogue's activation codes (ACT_NONE, ACT_RELU, ACT_GELU, ACT_GELU_TANH).
     pub fn activations(self) -> Prelude {
-        use consts::{ACT_GELU, ACT_NONE, ACT_RELU};
-        self.u32("ACT_NONE", ACT_NONE).u32("ACT_RELU", ACT_RELU).u32("ACT_GELU", ACT_GELU)
+        use consts::{ACT_GELU, ACT_GELU_TANH, ACT_NONE, ACT_RELU};
+        self.u32("ACT_NONE", ACT_NONE)
+            .u32("ACT_RELU", ACT_RELU)
+            .u32("ACT_GELU", ACT_GELU)
+            .u32("ACT_GELU_TANH", ACT_GELU_TANH)
     }
 
     /// The masked-score constant of the attention kernels (NEG_BIG).

@@ -173,9 +173,9 @@ fn what_the_engine_cannot_run_is_an_error_naming_the_file_and_field() {
     let e = load(&dir);
     assert!(e.contains("config.json") && e.contains("model_type \"roberta\""), "{e}");
     let dir = base();
-    edit(&dir, "config.json", r#""hidden_act": "relu""#, r#""hidden_act": "gelu_new""#);
+    edit(&dir, "config.json", r#""hidden_act": "relu""#, r#""hidden_act": "silu""#);
     let e = load(&dir);
-    assert!(e.contains("config.json") && e.contains("`hidden_act` Some(\"gelu_new\")"), "{e}");
+    assert!(e.contains("config.json") && e.contains("`hidden_act` Some(\"silu\")"), "{e}");
     let dir = base();
     edit(
         &dir,

@@ -1,7 +1,8 @@
 //! BERT sentence encoders of other shapes than MiniLM's against sentence-transformers 6.2:
 //! seeded random models saved by `SentenceTransformer.save` (scripts/make_bert_fixtures.py:
-//! hidden 64 / 48 / 32, 4 / 3 / 2 heads, 2 / 3 / 1 layers, GELU and ReLU, mean, CLS and max
-//! pooling, with and without Normalize, max_seq_length 128 / 64 / 96 with truncation), loaded
+//! hidden 64 / 48 / 32 / 40, 4 / 3 / 2 / 5 heads, 2 / 3 / 1 / 2 layers, GELU, ReLU and
+//! gelu_new (tanh), mean, CLS and max pooling, with and without Normalize, max_seq_length
+//! 128 / 64 / 96 / 128 with truncation), loaded
 //! from their directories alone. Token ids must be equal; sentence and token embeddings
 //! within MiniLM's tolerances (cosine >= 0.9999, max abs <= 1e-4), on the reference, the CPU
 //! backend and the GPU path.
@@ -20,7 +21,7 @@ fn dirs() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> =
         std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     v.sort();
-    assert_eq!(v.len(), 3, "three fixture models in {}", root.display());
+    assert_eq!(v.len(), 4, "four fixture models in {}", root.display());
     v
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use resformer::model::fixture::{load_dir, PYTORCH_ATOL};
 use resformer::model::io::TensorFile;
+use resformer::model::steps::Edge;
 use resformer::model::weights::Naming;
 use resformer::model::{host, StackWeights};
 use resformer::ops::Tol;
@@ -57,13 +58,13 @@ fn a_final_norm_is_applied_after_the_last_block_on_every_path() {
         let e = f.cfg.embed;
         let mut rng = Rng::new(31);
         let mut w = f.weights.clone();
-        w.output_norm = Some((rng.vec(e, 0.5, 1.5), rng.vec(e, -0.5, 0.5)));
+        w.after = vec![Edge::layernorm("norm", rng.vec(e, 0.5, 1.5), rng.vec(e, -0.5, 0.5))];
         let path = tmp(&format!("{}-norm.safetensors", f.name));
         w.save_as(&path, "", Naming::TransformerEncoder).unwrap();
         let loaded = StackWeights::load(&path, "").unwrap();
-        assert_eq!(loaded.output_norm, w.output_norm, "{}: `norm.*` is the final norm", f.name);
+        assert_eq!(loaded.after, w.after, "{}: `norm.*` is the final norm", f.name);
         // PyTorch's block output through the reference LayerNorm: what the encoder's norm gives
-        let (g, b) = w.output_norm.as_ref().unwrap();
+        let (g, b) = w.output_norm().unwrap();
         let rows = f.output.len() / e;
         let mut want = vec![0.0; f.output.len()];
         reference::layernorm::layernorm(&mut want, &f.output, None, g, b, rows, e, f.cfg.eps);
@@ -121,4 +122,30 @@ fn a_file_that_mixes_both_namings_is_refused_with_both_names() {
         e.contains("model.0.attn.out_proj.weight") && e.contains("model.layers.0.self_attn.out_proj.weight"),
         "{e}"
     );
+}
+
+#[test]
+fn pytorch_s_own_transformer_encoder_fixtures_match_on_every_path_masks_and_final_norms_included() {
+    // scripts/make_encoder_fixtures.py: nn.TransformerEncoder itself, run in f64
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoder");
+    let fixtures = load_dir(&dir).unwrap();
+    assert!(fixtures.len() >= 6, "the encoder fixtures");
+    let has = |p: &dyn Fn(&resformer::model::fixture::Fixture) -> bool| fixtures.iter().any(p);
+    // the options the issue names are all covered
+    assert!(has(&|f| f.cfg.pre_norm) && has(&|f| !f.cfg.pre_norm));
+    assert!(has(&|f| f.cfg.activation == resformer::ops::Activation::Gelu));
+    assert!(has(&|f| f.cfg.batch_first) && has(&|f| !f.cfg.batch_first));
+    assert!(has(&|f| f.key_pad.is_some()) && has(&|f| f.cfg.causal));
+    assert!(has(&|f| f.weights.output_norm().is_some()) && has(&|f| f.weights.output_norm().is_none()));
+    let tol = Tol { atol: PYTORCH_ATOL, rtol: 0.0 };
+    for f in &fixtures {
+        let file = TensorFile::open(&dir.join(format!("{}.safetensors", f.name))).unwrap();
+        assert_eq!(StackWeights::naming_of(&file, ""), Some(Naming::TransformerEncoder), "{}", f.name);
+        assert_eq!(f.weights.output_norm().is_some(), file.contains("norm.weight"), "{}", f.name);
+        for e in common::every_path() {
+            let stack = e.load_stack(f.weights.clone(), f.cfg).unwrap();
+            let got = stack.forward(&f.input, f.shape.seq, f.shape.batch, f.key_pad.as_deref()).unwrap();
+            assert_close(&format!("{} on {}", f.name, e.describe()), &got, &f.output, tol);
+        }
+    }
 }

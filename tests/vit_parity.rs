@@ -141,3 +141,24 @@ fn eight_threads_classifying_different_images_of_one_batch_size_each_get_their_o
     }
     assert_eq!(model.plans(), resformer::model::gpu::MAX_PLANS);
 }
+
+#[test]
+fn check_ops_covers_the_whole_vit_from_patch_embedding_to_head_on_every_path() {
+    let Some(digits) = digits() else { return };
+    let dir = root().join("assets/vit-digits");
+    let split = test_split(&dir).unwrap();
+    let images: Vec<&[f32]> = split.iter().take(5).map(|&i| &digits.images[i][..]).collect();
+    for engine in common::every_path() {
+        let model = engine.load_vit(&dir).unwrap();
+        let checks = model.check_ops(&images).unwrap();
+        let layers = model.config().layers;
+        assert_eq!(checks.len(), 2 + 7 * layers + 2, "{}: patch, pos, blocks, norm, head", engine.describe());
+        let outside: Vec<&str> = checks.iter().filter(|c| c.block.is_none()).map(|c| c.step.as_str()).collect();
+        assert!(outside[0].starts_with("patch_embed matmul (85, 64) = (85, 5)"), "{outside:?}");
+        assert!(outside[1].starts_with("pos_embed add") && outside[2].starts_with("norm layernorm"), "{outside:?}");
+        assert!(outside[3].starts_with("head matmul (85, 10)"), "{outside:?}");
+        for c in &checks {
+            assert!(c.ok(), "{}: {c:?}", engine.describe());
+        }
+    }
+}

@@ -7,6 +7,12 @@ fn gelu(v: f32) -> f32 {
     0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// GELU's tanh approximation, in f32.
+fn gelu_tanh(v: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // √(2/π)
+    0.5 * v * (1.0 + (C * (v + 0.044715 * v * v * v)).tanh())
+}
+
 /// out (batch, m, n) = act(x (batch, m, k) · wᵀ + bias), w (n, k) shared or (batch, n, k) when
 /// `w_batched`: [`crate::reference::matmul::matmul`]'s contract.
 pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, shape: MatmulShape) {
@@ -47,6 +53,7 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: 
             Activation::None => {}
             Activation::Relu => o.par_iter_mut().for_each(|v| *v = v.max(0.0)),
             Activation::Gelu => o.par_iter_mut().for_each(|v| *v = gelu(*v)),
+            Activation::GeluTanh => o.par_iter_mut().for_each(|v| *v = gelu_tanh(*v)),
         }
     }
 }
@@ -66,7 +73,7 @@ mod tests {
         for (batch, m, n, k, wb) in
             [(1, 1, 1, 1, false), (1, 7, 63, 65, false), (3, 65, 7, 257, false), (2, 33, 17, 9, true)]
         {
-            for act in [Activation::None, Activation::Relu, Activation::Gelu] {
+            for act in Activation::ALL {
                 let x = rng.vec(batch * m * k, -1.0, 1.0);
                 let w = rng.vec(if wb { batch } else { 1 } * n * k, -1.0, 1.0);
                 let bias = rng.vec(n, -1.0, 1.0);

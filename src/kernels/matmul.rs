@@ -5,7 +5,7 @@ use super::{check_groups, check_operand, dispatch, Dispatch};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::ops::{compare, Tol};
-use crate::shaders::consts::{ACT_GELU, ACT_NONE, ACT_RELU, SUBGROUP8};
+use crate::shaders::consts::{ACT_GELU, ACT_GELU_TANH, ACT_NONE, ACT_RELU, SUBGROUP8};
 use crate::shaders::{MatmulTile, Prelude, Shader};
 use crate::tensor::{DType, Tensor};
 
@@ -19,6 +19,7 @@ fn act_code(a: Activation) -> u32 {
         Activation::None => ACT_NONE,
         Activation::Relu => ACT_RELU,
         Activation::Gelu => ACT_GELU,
+        Activation::GeluTanh => ACT_GELU_TANH,
     }
 }
 
@@ -538,7 +539,7 @@ mod tests {
         let Some(gpu) = shared_gpu() else { return };
         for v in MatmulVariant::available(gpu) {
             let mut rng = Rng::new(3);
-            for act in [Activation::Relu, Activation::Gelu] {
+            for act in [Activation::Relu, Activation::Gelu, Activation::GeluTanh] {
                 run_case(gpu, v, &mut rng, 1, 70, 67, 33, false, true, act);
                 run_case(gpu, v, &mut rng, 2, 9, 130, 5, false, false, act);
                 run_case(gpu, v, &mut rng, 1, 131, 9, 36, false, true, act);

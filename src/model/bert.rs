@@ -54,6 +54,7 @@ use std::time::Instant;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::io::TensorFile;
+use super::steps::Edge;
 use super::{BlockConfig, BlockWeights, Placement, Stack, StackWeights};
 use crate::error::{Error, Result};
 use crate::ops::Activation;
@@ -80,7 +81,7 @@ pub struct BertConfig {
     pub ff: usize,
     /// `num_hidden_layers`.
     pub layers: usize,
-    /// `hidden_act`: `gelu` (erf) or `relu`.
+    /// `hidden_act`: `gelu` (erf), `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast` (tanh) or `relu`.
     pub activation: Activation,
     /// `layer_norm_eps`.
     pub eps: f32,
@@ -147,11 +148,15 @@ impl BertConfig {
         };
         let activation = match config["hidden_act"].as_str() {
             Some("gelu") => Activation::Gelu,
+            // transformers' names for GELU's tanh approximation
+            Some("gelu_new" | "gelu_pytorch_tanh" | "gelu_fast") => Activation::GeluTanh,
             Some("relu") => Activation::Relu,
             other => {
                 return Err(bad(
                     "config.json",
-                    format!("field `hidden_act` {other:?}: the engine runs gelu (erf) and relu"),
+                    format!(
+                        "field `hidden_act` {other:?}: the engine runs gelu (erf), gelu_new (tanh; also gelu_pytorch_tanh, gelu_fast) and relu"
+                    ),
                 ))
             }
         };
@@ -309,7 +314,11 @@ pub fn load_weights(file: &TensorFile, cfg: &BertConfig) -> Result<(StackWeights
         vocab,
         dim: e,
     };
-    let input_norm = Some((get("embeddings.LayerNorm.weight", &[e])?, get("embeddings.LayerNorm.bias", &[e])?));
+    let input_norm = Edge::layernorm(
+        "embeddings.LayerNorm",
+        get("embeddings.LayerNorm.weight", &[e])?,
+        get("embeddings.LayerNorm.bias", &[e])?,
+    );
     let blocks = (0..cfg.layers)
         .map(|i| {
             let l = |s: &str| format!("encoder.layer.{i}.{s}");
@@ -337,7 +346,7 @@ pub fn load_weights(file: &TensorFile, cfg: &BertConfig) -> Result<(StackWeights
             ]))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((StackWeights { embed: e, ff, blocks, input_norm, output_norm: None }, emb))
+    Ok((StackWeights { embed: e, ff, blocks, before: vec![input_norm], after: Vec::new() }, emb))
 }
 
 /// Loads a tokenizer.json as sentence-transformers uses it: no fixed padding, truncation at
@@ -421,7 +430,7 @@ impl SentenceEmbedder {
             dim: e,
         };
         let mut weights = StackWeights::random(seed, cfg.layers, e, cfg.ff);
-        weights.input_norm = Some((rng.vec(e, 0.8, 1.2), rng.vec(e, -0.2, 0.2)));
+        weights.before = vec![Edge::layernorm("embeddings.LayerNorm", rng.vec(e, 0.8, 1.2), rng.vec(e, -0.2, 0.2))];
         let stack = place.load_stack(weights, cfg.block())?;
         Ok(SentenceEmbedder::new(cfg, tokenizer, embeddings, stack, "all-MiniLM-L6-v2 shape, random weights".into()))
     }
@@ -556,16 +565,8 @@ impl SentenceEmbedder {
         if batch == 0 {
             return Ok((*timing, Encoded::default()));
         }
-        // batch-first (batch, seq, E); padded rows are [PAD] embeddings, hidden as keys
         let t = Instant::now();
-        let mut x = Vec::with_capacity(batch * seq * e);
-        let mut pad = Vec::with_capacity(batch * seq);
-        for s in ids {
-            let mut padded = s.clone();
-            padded.resize(seq, 0);
-            x.extend(self.token_embeddings(&padded));
-            pad.extend((0..seq).map(|p| (p >= s.len()) as u32));
-        }
+        let (x, pad) = self.padded_inputs(ids, seq);
         timing.inputs_ms = ms(t);
         let t = Instant::now();
         let y = self.stack.forward(&x, seq, batch, Some(&pad))?;
@@ -577,6 +578,30 @@ impl SentenceEmbedder {
         timing.pool_ms = ms(t);
         let token_counts = ids.iter().map(Vec::len).collect();
         Ok((*timing, Encoded { sentences, tokens, token_counts }))
+    }
+
+    /// The stack's input for `ids` padded to `seq`: batch-first (batch, seq, E) embedding
+    /// rows, padded rows [PAD]'s, and the key-padding mask that hides them.
+    fn padded_inputs(&self, ids: &[Vec<u32>], seq: usize) -> (Vec<f32>, Vec<u32>) {
+        let mut x = Vec::with_capacity(ids.len() * seq * self.cfg.hidden);
+        let mut pad = Vec::with_capacity(ids.len() * seq);
+        for s in ids {
+            let mut padded = s.clone();
+            padded.resize(seq, 0);
+            x.extend(self.token_embeddings(&padded));
+            pad.extend((0..seq).map(|p| (p >= s.len()) as u32));
+        }
+        (x, pad)
+    }
+
+    /// `--check-ops` on `sentences`: every step of the model's list (the embedding
+    /// LayerNorm and every block) on the reference's inputs against the reference with
+    /// `weights` (the model's own: [`load_weights`] of its directory).
+    pub fn check_ops(&self, weights: &StackWeights, sentences: &[&str]) -> Result<Vec<super::check::OpCheck>> {
+        let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
+        let seq = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let (x, pad) = self.padded_inputs(&ids, seq);
+        self.stack.check_ops(weights, &x, seq, ids.len(), Some(&pad))
     }
 
     /// GPU time of the encoder alone for a padded (seq, batch) forward: the median of `runs`

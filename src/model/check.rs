@@ -1,10 +1,11 @@
-//! `--check-ops`: the stack op by op against the reference kernels. Each step
+//! `--check-ops`: the model op by op against the reference kernels, every step of its list
+//! ([`super::steps`]), the steps around the blocks included. Each step
 //! runs on the reference's own inputs, so a step's error is its own and the
 //! first step over the tolerance is where a new adapter or driver goes wrong.
 
-use super::block::{block_steps, Act};
-use super::host::{attention_config, input_norm, run_step, HostKernels};
-use super::{check_input, check_weights, Stack, StackWeights};
+use super::host::{attention_config, run_model_step, HostKernels};
+use super::steps::ModelStep;
+use super::{check_input, check_weights, InputSpec, Stack, StackWeights};
 use crate::error::{Error, Result};
 use crate::ops::{compare, Tol};
 
@@ -15,7 +16,7 @@ pub const OPS_TOL: Tol = Tol { atol: 1e-4, rtol: 1e-3 };
 /// The comparison of one step.
 #[derive(Clone, Debug)]
 pub struct OpCheck {
-    /// Block index; `None` for the stack's input LayerNorm.
+    /// Block index; `None` for a step before or after the blocks (an input norm, a head).
     pub block: Option<usize>,
     /// The step and its shapes, e.g. `ffn.0 matmul (512, 1024) = (512, 256) x (1024, 256)^T`.
     pub step: String,
@@ -57,52 +58,43 @@ impl Stack {
                 what: format!("the stack has {} blocks, the weights {}", self.layers(), weights.layers()),
             });
         }
-        check_input(&cfg, x, seq, batch, key_pad)?;
+        let layout = weights.layout(&cfg);
+        let edges = weights.edges();
+        check_input(InputSpec::new(&layout, &edges), x, seq, batch, key_pad)?;
         let t = seq * batch;
         let att = attention_config(&cfg, seq, batch);
-        let mut bufs: Vec<Vec<f32>> = Act::ALL.iter().map(|a| vec![0.0; t * a.cols(&cfg)]).collect();
+        let mut bufs: Vec<Vec<f32>> = layout.cols.iter().map(|c| vec![0.0; t * c]).collect();
+        bufs[layout.input].copy_from_slice(x);
         let mut checks = Vec::new();
-        let judge = |block, step: String, got: &[f32], want: &[f32]| {
-            let d = compare(got, want, OPS_TOL);
-            OpCheck { block, step, max_abs: d.max_abs, max_rel: d.max_rel, bad: d.bad, worst: d.worst }
-        };
-        // 1. the input LayerNorm, when the stack has one (dispatch 0 of a GPU plan)
-        let mut index = 0;
-        input_norm(HostKernels::Reference, weights, &cfg, x, &mut bufs[Act::X as usize]);
-        if weights.input_norm.is_some() {
+        // every step of the model's list: dispatch `index` of a GPU plan is step `index`
+        for (index, step) in layout.steps.iter().enumerate() {
+            let out = step.out();
             let got = match self {
-                Stack::Gpu(s) => s.replay_step((seq, batch), key_pad, 0, &[(Act::Xb, x)], Act::X)?,
+                Stack::Gpu(s) => {
+                    let inputs: Vec<(usize, &[f32])> = step.inputs().into_iter().map(|i| (i, &bufs[i][..])).collect();
+                    s.replay_step((seq, batch), key_pad, index, &inputs, out)?
+                }
                 Stack::Cpu { kernels, weights: own, .. } => {
-                    let mut o = vec![0.0; x.len()];
-                    input_norm(*kernels, own, &cfg, x, &mut o);
-                    o
+                    // the stack's own weights: `weights` is only what the reference runs
+                    let mut mine = bufs.clone();
+                    run_model_step(*kernels, step, own, &own.edges(), &cfg, &att, key_pad, &mut mine);
+                    std::mem::take(&mut mine[out])
                 }
             };
-            checks.push(judge(None, format!("input layernorm ({t}, {})", cfg.embed), &got, &bufs[Act::X as usize]));
-            index = 1;
-        }
-        // 2. every step of every block
-        let steps = block_steps(&cfg);
-        for (b, block) in weights.blocks.iter().enumerate() {
-            for step in &steps {
-                let out = step.out();
-                let got = match self {
-                    Stack::Gpu(s) => {
-                        let inputs: Vec<(Act, &[f32])> =
-                            step.inputs().into_iter().map(|a| (a, &bufs[a as usize][..])).collect();
-                        s.replay_step((seq, batch), key_pad, index, &inputs, out)?
-                    }
-                    Stack::Cpu { kernels, weights: own, .. } => {
-                        // the stack's own weights: `weights` is only what the reference runs
-                        let mut mine = bufs.clone();
-                        run_step(*kernels, step, &own.blocks[b], &cfg, &att, key_pad, &mut mine);
-                        std::mem::take(&mut mine[out as usize])
-                    }
-                };
-                run_step(HostKernels::Reference, step, block, &cfg, &att, key_pad, &mut bufs);
-                checks.push(judge(Some(b), step.label(&cfg, t), &got, &bufs[out as usize]));
-                index += 1;
-            }
+            run_model_step(HostKernels::Reference, step, weights, &edges, &cfg, &att, key_pad, &mut bufs);
+            let (block, label) = match *step {
+                ModelStep::Block { block, step } => (Some(block), step.label(&cfg, t)),
+                ModelStep::Edge { edge, .. } => (None, edges[edge].label(t)),
+            };
+            let d = compare(&got, &bufs[out], OPS_TOL);
+            checks.push(OpCheck {
+                block,
+                step: label,
+                max_abs: d.max_abs,
+                max_rel: d.max_rel,
+                bad: d.bad,
+                worst: d.worst,
+            });
         }
         Ok(checks)
     }

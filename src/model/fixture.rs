@@ -1,4 +1,5 @@
-//! PyTorch parity fixtures (scripts/make_fixtures.py): a directory of
+//! PyTorch parity fixtures (scripts/make_fixtures.py for the engine's block,
+//! scripts/make_encoder_fixtures.py for `nn.TransformerEncoder` itself): a directory of
 //! safetensors files, each holding a stack's weights, an `input`, PyTorch's
 //! `output` (computed in f64) and maybe a `key_padding_mask`, described by
 //! `manifest.txt`. The parity tests and `resformer parity` (which runs them on
@@ -23,7 +24,8 @@ pub struct Fixture {
     pub cfg: BlockConfig,
     /// (seq, batch) of the input.
     pub shape: InputShape,
-    /// The stack's weights (block `i` under `{i}.`).
+    /// The stack's weights (block `i` under `{i}.`, or `nn.TransformerEncoder`'s names with
+    /// its final norm).
     pub weights: StackWeights,
     /// Input, in the row order of `cfg.batch_first`.
     pub input: Vec<f32>,
@@ -64,7 +66,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Fixture>> {
             return Err(bad(line, format!("input shape {:?} disagrees with the manifest", input.shape)));
         }
         let key_pad = match flag(10) {
-            true => Some(file.get("key_padding_mask")?.data.iter().map(|&v| v as u32).collect()),
+            true => Some(file.get_mask("key_padding_mask", &[shape.batch.max(1), shape.seq])?),
             false => None,
         };
         let weights = StackWeights::from_file(&file, "")?;

@@ -4,15 +4,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::block::{block_steps, Act, Step};
+use super::block::{Act, Step};
 use super::config::{BlockConfig, Precision};
+use super::steps::{Edge, Layout, ModelStep};
 use super::weights::StackWeights;
+use super::InputSpec;
 use crate::device::{Gpu, TrackedBuffer};
 use crate::error::{Error, Result};
 use crate::kernels::attention::{prepare_attention_variant, AttentionConfig, AttentionVariant};
 use crate::kernels::layernorm::{prepare_layernorm_variant, LayernormVariant};
 use crate::kernels::residual_add::prepare_residual_add;
 use crate::kernels::{record_all, Dispatch, KernelPolicy};
+use crate::ops::Activation;
 use crate::tensor::{read_mapped, DType, Tensor};
 use crate::tune::prepare_matmul;
 
@@ -27,9 +30,10 @@ struct PlanKey {
 }
 
 struct Plan {
-    acts: Vec<Tensor>,
-    /// The activation the forward's output is read from: X, or Xb after an output norm.
-    out: Act,
+    /// Every buffer of the step list ([`Layout::cols`]): the activations, then the edges'.
+    bufs: Vec<Tensor>,
+    /// Bound by dispatches, never read on the host (the position table per row).
+    _consts: Vec<Tensor>,
     mask: Option<Tensor>,
     dispatches: Vec<Dispatch>,
     /// Host input (and mask) land here with `write_buffer` and are copied in by the
@@ -40,13 +44,6 @@ struct Plan {
     staging: TrackedBuffer,
 }
 
-impl Plan {
-    /// The buffer the input goes to: X, or Xb when an input norm reads it into X.
-    fn input<'a>(&'a self, stack: &GpuStack) -> &'a Tensor {
-        &self.acts[if stack.input_norm.is_some() { Act::Xb } else { Act::X } as usize]
-    }
-}
-
 /// L blocks on one device.
 pub struct GpuStack {
     gpu: Arc<Gpu>,
@@ -55,10 +52,11 @@ pub struct GpuStack {
     cfg: BlockConfig,
     /// Per block, its 12 parameters in [`super::weights::block_tensor_names`] order.
     layers: Vec<Vec<Tensor>>,
-    /// (γ, β) of the LayerNorm applied to the input before block 0, if any.
-    input_norm: Option<(Tensor, Tensor)>,
-    /// (γ, β) of the LayerNorm applied after the last block, if any.
-    output_norm: Option<(Tensor, Tensor)>,
+    /// The steps around the blocks (`before ++ after`), as on the host, and their tensors.
+    edges: Vec<Edge>,
+    edge_tensors: Vec<Vec<Tensor>>,
+    /// The model's step list; every plan is built from it.
+    layout: Layout,
     plans: Mutex<Vec<(PlanKey, Arc<Mutex<Plan>>)>>,
 }
 
@@ -102,15 +100,23 @@ impl GpuStack {
                     .collect()
             })
             .collect::<Result<Vec<Vec<Tensor>>>>()?;
-        let input_norm = match &weights.input_norm {
-            Some((g, b)) => Some((Tensor::from_f32(&gpu, &[cfg.embed], g)?, Tensor::from_f32(&gpu, &[cfg.embed], b)?)),
-            None => None,
-        };
-        let output_norm = match &weights.output_norm {
-            Some((g, b)) => Some((Tensor::from_f32(&gpu, &[cfg.embed], g)?, Tensor::from_f32(&gpu, &[cfg.embed], b)?)),
-            None => None,
-        };
-        Ok(GpuStack { gpu, policy, cfg, layers, input_norm, output_norm, plans: Mutex::new(Vec::new()) })
+        let edges: Vec<Edge> = weights.edges().into_iter().cloned().collect();
+        let edge_tensors = edges
+            .iter()
+            .map(|e| match e {
+                Edge::Layernorm { gamma, beta, .. } => Ok(vec![
+                    Tensor::from_f32(&gpu, &[gamma.len()], gamma)?,
+                    Tensor::from_f32(&gpu, &[beta.len()], beta)?,
+                ]),
+                Edge::Linear { weight, bias, n, k, .. } => {
+                    Ok(vec![Tensor::from_f32(&gpu, &[*n, *k], weight)?, Tensor::from_f32(&gpu, &[*n], bias)?])
+                }
+                // expanded per plan: its rows depend on (seq, batch)
+                Edge::AddPositions { .. } => Ok(Vec::new()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let layout = weights.layout(&cfg);
+        Ok(GpuStack { gpu, policy, cfg, layers, edges, edge_tensors, layout, plans: Mutex::new(Vec::new()) })
     }
 
     /// The block configuration.
@@ -135,11 +141,10 @@ impl GpuStack {
 
     fn build_plan(&self, key: PlanKey) -> Result<Plan> {
         let (gpu, cfg, policy) = (&*self.gpu, &self.cfg, &self.policy);
-        let ln = LayernormVariant::choose(gpu, policy.layernorm, cfg.embed)?;
         let attention = AttentionVariant::choose(gpu, policy.attention)?;
         let t = key.seq * key.batch;
-        let acts =
-            Act::ALL.iter().map(|a| Tensor::empty(gpu, &[t, a.cols(cfg)], DType::F32)).collect::<Result<Vec<_>>>()?;
+        let bufs =
+            self.layout.cols.iter().map(|&c| Tensor::empty(gpu, &[t, c], DType::F32)).collect::<Result<Vec<_>>>()?;
         let mask = if key.masked { Some(Tensor::empty(gpu, &[key.batch, key.seq], DType::U32)?) } else { None };
         let att = AttentionConfig {
             batch: key.batch,
@@ -149,58 +154,71 @@ impl GpuStack {
             batch_first: cfg.batch_first,
             causal: cfg.causal,
         };
-        let steps = block_steps(cfg);
-        let mut dispatches = Vec::with_capacity(steps.len() * self.layers.len() + 1);
-        // with an input norm the input is written to Xb and normalised into X
-        if let Some((g, b)) = &self.input_norm {
-            let (xb, x) = (&acts[Act::Xb as usize], &acts[Act::X as usize]);
-            dispatches.push(prepare_layernorm_variant(gpu, ln, xb, None, g, b, cfg.eps, x)?);
-        }
-        for p in &self.layers {
-            for step in &steps {
-                let a = |x: Act| &acts[x as usize];
-                dispatches.push(match *step {
-                    Step::Matmul { x, w, b, act, out } => {
-                        prepare_matmul(gpu, policy, a(x), &p[w as usize], Some(&p[b as usize]), act, a(out))?
+        let mut consts = Vec::new();
+        let mut dispatches = Vec::with_capacity(self.layout.steps.len());
+        let a = |i: usize| &bufs[i];
+        for step in &self.layout.steps {
+            dispatches.push(match *step {
+                ModelStep::Edge { edge, x, out } => {
+                    let p = &self.edge_tensors[edge];
+                    match &self.edges[edge] {
+                        Edge::Layernorm { gamma, .. } => {
+                            let ln = LayernormVariant::choose(gpu, policy.layernorm, gamma.len())?;
+                            prepare_layernorm_variant(gpu, ln, a(x), None, &p[0], &p[1], cfg.eps, a(out))?
+                        }
+                        Edge::Linear { .. } => {
+                            prepare_matmul(gpu, policy, a(x), &p[0], Some(&p[1]), Activation::None, a(out))?
+                        }
+                        Edge::AddPositions { table, width, .. } => {
+                            let rows = Edge::expand_positions(table, *width, &att);
+                            consts.push(Tensor::from_f32(gpu, &[t, *width], &rows)?);
+                            prepare_residual_add(gpu, a(x), consts.last().expect("just pushed"), a(out))?
+                        }
                     }
-                    Step::Attention { qkv, out } => {
-                        prepare_attention_variant(gpu, attention, a(qkv), mask.as_ref(), &att, a(out))?
+                }
+                ModelStep::Block { block, step } => {
+                    let p = &self.layers[block];
+                    let a = |x: Act| &bufs[x as usize];
+                    match step {
+                        Step::Matmul { x, w, b, act, out } => {
+                            prepare_matmul(gpu, policy, a(x), &p[w as usize], Some(&p[b as usize]), act, a(out))?
+                        }
+                        Step::Attention { qkv, out } => {
+                            prepare_attention_variant(gpu, attention, a(qkv), mask.as_ref(), &att, a(out))?
+                        }
+                        Step::Layernorm { x, residual, gamma, beta, out } => {
+                            let ln = LayernormVariant::choose(gpu, policy.layernorm, cfg.embed)?;
+                            prepare_layernorm_variant(
+                                gpu,
+                                ln,
+                                a(x),
+                                residual.map(a),
+                                &p[gamma as usize],
+                                &p[beta as usize],
+                                cfg.eps,
+                                a(out),
+                            )?
+                        }
+                        Step::ResidualAdd { a: l, b: r, out } => prepare_residual_add(gpu, a(l), a(r), a(out))?,
                     }
-                    Step::Layernorm { x, residual, gamma, beta, out } => prepare_layernorm_variant(
-                        gpu,
-                        ln,
-                        a(x),
-                        residual.map(a),
-                        &p[gamma as usize],
-                        &p[beta as usize],
-                        cfg.eps,
-                        a(out),
-                    )?,
-                    Step::ResidualAdd { a: l, b: r, out } => prepare_residual_add(gpu, a(l), a(r), a(out))?,
-                });
-            }
+                }
+            });
         }
-        // nn.TransformerEncoder's final norm: X -> Xb, read from Xb
-        let out = match &self.output_norm {
-            Some((g, b)) => {
-                let (x, xb) = (&acts[Act::X as usize], &acts[Act::Xb as usize]);
-                dispatches.push(prepare_layernorm_variant(gpu, ln, x, None, g, b, cfg.eps, xb)?);
-                Act::Xb
-            }
-            None => Act::X,
-        };
-        let bytes = acts[Act::X as usize].bytes();
         let host = |label, size, usage| {
             gpu.buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
         };
         let copy_in = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-        let upload = host("resformer.input", bytes, copy_in)?;
+        let upload = host("resformer.input", bufs[self.layout.input].bytes(), copy_in)?;
         let mask_upload = match &mask {
             Some(m) => Some(host("resformer.mask", m.bytes(), copy_in)?),
             None => None,
         };
-        let staging = host("resformer.output", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
-        Ok(Plan { acts, out, mask, dispatches, upload, mask_upload, staging })
+        let staging = host(
+            "resformer.output",
+            bufs[self.layout.output].bytes(),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        Ok(Plan { bufs, _consts: consts, mask, dispatches, upload, mask_upload, staging })
     }
 
     fn plan(&self, key: PlanKey) -> Result<Arc<Mutex<Plan>>> {
@@ -228,15 +246,15 @@ impl GpuStack {
     }
 
     /// Runs dispatch `index` of the (seq, batch) plan alone, on `inputs` written into its
-    /// activation buffers (and `key_pad` into the mask), and returns the activation `out`,
+    /// buffers (numbered as in [`Layout`]; `key_pad` into the mask), and returns buffer `out`,
     /// poisoned with NaN first: one step of `--check-ops`, on the reference's inputs.
     pub(crate) fn replay_step(
         &self,
         (seq, batch): (usize, usize),
         key_pad: Option<&[u32]>,
         index: usize,
-        inputs: &[(Act, &[f32])],
-        out: Act,
+        inputs: &[(usize, &[f32])],
+        out: usize,
     ) -> Result<Vec<f32>> {
         if self.batch_per_plan(seq, batch)? < batch {
             return Err(Error::InvalidArgument {
@@ -247,13 +265,13 @@ impl GpuStack {
         let plan = self.plan(PlanKey { seq, batch, masked: key_pad.is_some() })?;
         let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*self.gpu;
-        for (act, data) in inputs {
-            plan.acts[*act as usize].write(gpu, data)?;
+        for (buf, data) in inputs {
+            plan.bufs[*buf].write(gpu, data)?;
         }
         if let (Some(m), Some(data)) = (&plan.mask, key_pad) {
             gpu.queue.write_buffer(m.buffer(), 0, bytemuck::cast_slice(data));
         }
-        let target = &plan.acts[out as usize];
+        let target = &plan.bufs[out];
         target.poison(gpu)?;
         let step = plan.dispatches.get(index).ok_or_else(|| Error::InvalidArgument {
             op: "check_ops",
@@ -270,9 +288,14 @@ impl GpuStack {
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The model's step list.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// The largest activation of a (seq, batch) forward in bytes, and the limit it must fit.
     fn largest_activation(&self, tokens: usize) -> (u64, u64) {
-        let cols = Act::ALL.iter().map(|a| a.cols(&self.cfg)).max().unwrap_or(0);
+        let cols = self.layout.widest();
         let limits = self.gpu.limits();
         (4 * (tokens * cols) as u64, limits.max_storage_buffer_binding_size.min(limits.max_buffer_size))
     }
@@ -281,10 +304,10 @@ impl GpuStack {
     fn batch_per_plan(&self, seq: usize, batch: usize) -> Result<usize> {
         let (one, limit) = self.largest_activation(seq);
         if one > limit {
-            let cols = Act::ALL.iter().map(|a| a.cols(&self.cfg)).max().unwrap_or(0);
+            let cols = self.layout.widest();
             return Err(Error::LimitExceeded {
                 op: "forward",
-                what: "activation (seq, max(3E, F)) of one batch element",
+                what: "widest activation (seq, cols) of one batch element",
                 shape: vec![seq, cols],
                 needed: one,
                 limit_name: "max_storage_buffer_binding_size",
@@ -294,29 +317,31 @@ impl GpuStack {
         Ok(((limit / one) as usize).clamp(1, batch))
     }
 
-    /// Runs the stack on `x` (T, E) in token-row order; returns (T, E).
+    /// Runs the model on `x` (T, in) in token-row order; returns (T, out) (both E for a plain
+    /// stack; see [`super::Stack::forward`]).
     ///
     /// A batch whose activations would exceed the device's storage-binding
     /// limit is split into sub-batches (exact: batch elements never interact);
     /// a single sequence that does not fit is refused with
     /// [`Error::LimitExceeded`].
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
-        super::check_input(&self.cfg, x, seq, batch, key_pad)?;
+        let edges: Vec<&Edge> = self.edges.iter().collect();
+        super::check_input(InputSpec::new(&self.layout, &edges), x, seq, batch, key_pad)?;
         let per = self.batch_per_plan(seq, batch)?;
         if per >= batch {
             return self.forward_whole(x, seq, batch, key_pad);
         }
-        let e = self.cfg.embed;
+        let (ci, co) = (self.layout.in_cols(), self.layout.out_cols());
         // token row of (b, s) in the full and in a sub-batch of `n` elements
         let row = |b: usize, s: usize, n: usize| if self.cfg.batch_first { b * seq + s } else { s * n + b };
-        let mut out = vec![0.0; x.len()];
+        let mut out = vec![0.0; seq * batch * co];
         for b0 in (0..batch).step_by(per) {
             let n = per.min(batch - b0);
-            let mut xs = vec![0.0; seq * n * e];
+            let mut xs = vec![0.0; seq * n * ci];
             for b in 0..n {
                 for s in 0..seq {
                     let (src, dst) = (row(b0 + b, s, batch), row(b, s, n));
-                    xs[dst * e..(dst + 1) * e].copy_from_slice(&x[src * e..(src + 1) * e]);
+                    xs[dst * ci..(dst + 1) * ci].copy_from_slice(&x[src * ci..(src + 1) * ci]);
                 }
             }
             let mask = key_pad.map(|m| m[b0 * seq..(b0 + n) * seq].to_vec());
@@ -324,7 +349,7 @@ impl GpuStack {
             for b in 0..n {
                 for s in 0..seq {
                     let (dst, src) = (row(b0 + b, s, batch), row(b, s, n));
-                    out[dst * e..(dst + 1) * e].copy_from_slice(&ys[src * e..(src + 1) * e]);
+                    out[dst * co..(dst + 1) * co].copy_from_slice(&ys[src * co..(src + 1) * co]);
                 }
             }
         }
@@ -343,14 +368,14 @@ impl GpuStack {
         self.record_plan(&mut enc, &plan, &plan.upload, plan.mask_upload.as_deref(), &plan.staging);
         gpu.queue.submit([enc.finish()]);
         let out = read_mapped(gpu, &plan.staging)?;
-        if out.len() != x.len() {
-            return Err(Error::Gpu(format!("read {} values back, expected {}", out.len(), x.len())));
+        let want = seq * batch * self.layout.out_cols();
+        if out.len() != want {
+            return Err(Error::Gpu(format!("read {} values back, expected {want}", out.len())));
         }
         Ok(out)
     }
 
-    /// Copies `input` (and `mask`) in, runs every block (and the output norm), copies the
-    /// result out to `output`.
+    /// Copies `input` (and `mask`) in, runs the step list, copies the result out to `output`.
     fn record_plan(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -359,19 +384,19 @@ impl GpuStack {
         mask: Option<&wgpu::Buffer>,
         output: &wgpu::Buffer,
     ) {
-        let x = &plan.acts[Act::X as usize];
-        enc.copy_buffer_to_buffer(input, 0, plan.input(self).buffer(), 0, x.bytes());
+        let x = &plan.bufs[self.layout.input];
+        enc.copy_buffer_to_buffer(input, 0, x.buffer(), 0, x.bytes());
         if let (Some(src), Some(dst)) = (mask, &plan.mask) {
             enc.copy_buffer_to_buffer(src, 0, dst.buffer(), 0, dst.bytes());
         }
         record_all(enc, &plan.dispatches);
-        let y = &plan.acts[plan.out as usize];
+        let y = &plan.bufs[self.layout.output];
         enc.copy_buffer_to_buffer(y.buffer(), 0, output, 0, y.bytes());
     }
 
-    /// Records a whole forward into the caller's encoder: reads `input` (T·E f32
+    /// Records a whole forward into the caller's encoder: reads `input` (T·in f32
     /// in token-row order, usage COPY_SRC), and `key_pad` ((batch, seq) u32,
-    /// COPY_SRC) when given, and leaves the output (T, E) in `output` (usage
+    /// COPY_SRC) when given, and leaves the output (T, out) in `output` (usage
     /// COPY_DST), a buffer the caller owns. Nothing is submitted; submit the
     /// encoder when it suits the app. Batches that would need splitting are
     /// refused here ([`Error::LimitExceeded`]): split them yourself or use
@@ -400,7 +425,7 @@ impl GpuStack {
                 limit,
             });
         }
-        let bytes = 4 * (seq * batch * self.cfg.embed) as u64;
+        let bytes = |cols: usize| 4 * (seq * batch * cols) as u64;
         let check = |b: &wgpu::Buffer, name: &str, usage: wgpu::BufferUsages, size: u64| {
             if b.size() < size || !b.usage().contains(usage) {
                 return bad(format!(
@@ -411,8 +436,8 @@ impl GpuStack {
             }
             Ok(())
         };
-        check(input, "input", wgpu::BufferUsages::COPY_SRC, bytes)?;
-        check(output, "output", wgpu::BufferUsages::COPY_DST, bytes)?;
+        check(input, "input", wgpu::BufferUsages::COPY_SRC, bytes(self.layout.in_cols()))?;
+        check(output, "output", wgpu::BufferUsages::COPY_DST, bytes(self.layout.out_cols()))?;
         if let Some(m) = key_pad {
             check(m, "key_pad", wgpu::BufferUsages::COPY_SRC, 4 * (seq * batch) as u64)?;
         }

@@ -2,8 +2,9 @@
 //! backend, for machines without a GPU) or on the plain-loop reference kernels
 //! (the oracle for every other path). Both walk the block's one step list.
 
-use super::block::{block_steps, Act, Step};
+use super::block::{Act, Step};
 use super::config::BlockConfig;
+use super::steps::{Edge, ModelStep};
 use super::weights::{BlockWeights, StackWeights};
 use crate::ops::{Activation, AttentionConfig, MatmulShape};
 use crate::{cpu, reference};
@@ -55,8 +56,9 @@ pub fn forward(
     forward_with(HostKernels::Reference, weights, cfg, x, seq, batch, key_pad)
 }
 
-/// [`forward`] on the chosen host kernels. The activation buffers are allocated once per
-/// call and reused by every block.
+/// [`forward`] on the chosen host kernels: the model's whole step list ([`super::steps::Layout`]), its
+/// edges included; the input is (T, in) and the output (T, out). The buffers are allocated
+/// once per call and reused by every block.
 pub fn forward_with(
     kernels: HostKernels,
     weights: &StackWeights,
@@ -66,33 +68,58 @@ pub fn forward_with(
     batch: usize,
     key_pad: Option<&[u32]>,
 ) -> Vec<f32> {
+    let layout = weights.layout(cfg);
     let t = seq * batch;
-    let mut bufs: Vec<Vec<f32>> = Act::ALL.iter().map(|a| vec![0.0; t * a.cols(cfg)]).collect();
-    input_norm(kernels, weights, cfg, x, &mut bufs[Act::X as usize]);
+    let mut bufs: Vec<Vec<f32>> = layout.cols.iter().map(|c| vec![0.0; t * c]).collect();
+    bufs[layout.input].copy_from_slice(x);
     let att = attention_config(cfg, seq, batch);
-    let steps = block_steps(cfg);
-    for block in &weights.blocks {
-        for step in &steps {
-            run_step(kernels, step, block, cfg, &att, key_pad, &mut bufs);
-        }
+    let edges = weights.edges();
+    for step in &layout.steps {
+        run_model_step(kernels, step, weights, &edges, cfg, &att, key_pad, &mut bufs);
     }
-    let x = std::mem::take(&mut bufs[Act::X as usize]);
-    match &weights.output_norm {
-        // nn.TransformerEncoder's final norm
-        Some((g, b)) => {
-            let mut out = vec![0.0; x.len()];
-            (kernels.table().2)(&mut out, &x, None, g, b, t, cfg.embed, cfg.eps);
-            out
+    std::mem::take(&mut bufs[layout.output])
+}
+
+/// Runs one step of the model's list on the host.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_model_step(
+    kernels: HostKernels,
+    step: &ModelStep,
+    weights: &StackWeights,
+    edges: &[&Edge],
+    cfg: &BlockConfig,
+    att: &AttentionConfig,
+    key_pad: Option<&[u32]>,
+    bufs: &mut [Vec<f32>],
+) {
+    match *step {
+        ModelStep::Block { block, step } => run_step(kernels, &step, &weights.blocks[block], cfg, att, key_pad, bufs),
+        ModelStep::Edge { edge, x, out } => {
+            let mut o = std::mem::take(&mut bufs[out]);
+            run_edge(kernels, edges[edge], cfg, att, &bufs[x], &mut o);
+            bufs[out] = o;
         }
-        None => x,
     }
 }
 
-/// X = the stack's input, normalised by its input LayerNorm when it has one.
-pub(crate) fn input_norm(kernels: HostKernels, weights: &StackWeights, cfg: &BlockConfig, x: &[f32], out: &mut [f32]) {
-    match &weights.input_norm {
-        Some((g, b)) => (kernels.table().2)(out, x, None, g, b, x.len() / cfg.embed, cfg.embed, cfg.eps),
-        None => out.copy_from_slice(x),
+/// One edge step on the host: `out` from `x`, both (T, cols).
+pub(crate) fn run_edge(
+    kernels: HostKernels,
+    edge: &Edge,
+    cfg: &BlockConfig,
+    att: &AttentionConfig,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let (matmul, _, layernorm, residual_add) = kernels.table();
+    let t = att.tokens();
+    match edge {
+        Edge::Layernorm { gamma, beta, .. } => layernorm(out, x, None, gamma, beta, t, gamma.len(), cfg.eps),
+        // (T, n) = (T, k) · (n, k)ᵀ
+        Edge::Linear { weight, bias, n, k, .. } => {
+            matmul(out, x, weight, Some(bias), Activation::None, MatmulShape::linear(t, *n, *k))
+        }
+        Edge::AddPositions { table, width, .. } => residual_add(out, x, &Edge::expand_positions(table, *width, att)),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod gpu;
 pub mod host;
 pub mod io;
+pub mod steps;
 pub mod vit;
 pub mod weights;
 
@@ -127,12 +128,13 @@ impl Stack {
         }
     }
 
-    /// Runs the stack on `x` (T, E) in token-row order; returns (T, E).
+    /// Runs the model on `x` (T, in) in token-row order; returns (T, out). For a plain stack
+    /// in = out = E; edges ([`StackWeights::before`], [`StackWeights::after`]) change them.
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
             Stack::Cpu { weights, cfg, kernels } => {
-                check_input(cfg, x, seq, batch, key_pad)?;
+                check_input(InputSpec::new(&weights.layout(cfg), &weights.edges()), x, seq, batch, key_pad)?;
                 Ok(host::forward_with(*kernels, weights, cfg, x, seq, batch, key_pad))
             }
         }
@@ -158,22 +160,8 @@ pub(crate) fn check_weights(weights: &StackWeights, cfg: &BlockConfig) -> Result
             ),
         });
     }
-    if let Some((g, b)) = &weights.output_norm {
-        if g.len() != cfg.embed || b.len() != cfg.embed {
-            return Err(Error::InvalidArgument {
-                op: "stack",
-                what: format!("output norm has {} and {} values, expected embed {}", g.len(), b.len(), cfg.embed),
-            });
-        }
-    }
-    if let Some((g, b)) = &weights.input_norm {
-        if g.len() != cfg.embed || b.len() != cfg.embed {
-            return Err(Error::InvalidArgument {
-                op: "stack",
-                what: format!("input norm has {} and {} values, expected embed {}", g.len(), b.len(), cfg.embed),
-            });
-        }
-    }
+    steps::check_edges(&weights.before, &weights.after, cfg.embed)
+        .map_err(|what| Error::InvalidArgument { op: "stack", what })?;
     let names = weights::block_tensor_names(cfg.embed, cfg.ff);
     for (i, b) in weights.blocks.iter().enumerate() {
         for ((name, shape), data) in names.iter().zip(b.tensors()) {
@@ -188,24 +176,35 @@ pub(crate) fn check_weights(weights: &StackWeights, cfg: &BlockConfig) -> Result
     Ok(())
 }
 
-/// Checks an input (T, E) and its key-padding mask (batch, seq).
-pub(crate) fn check_input(
-    cfg: &BlockConfig,
-    x: &[f32],
-    seq: usize,
-    batch: usize,
-    key_pad: Option<&[u32]>,
-) -> Result<()> {
+/// What a model's input must be: its columns (E for a plain stack) and, when a step has a
+/// row per position (the ViT's position embedding), the longest sequence.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InputSpec {
+    pub cols: usize,
+    pub max_seq: Option<usize>,
+}
+
+impl InputSpec {
+    pub fn new(layout: &steps::Layout, edges: &[&steps::Edge]) -> InputSpec {
+        InputSpec { cols: layout.in_cols(), max_seq: edges.iter().filter_map(|e| e.max_seq()).min() }
+    }
+}
+
+/// Checks an input (T, cols) and its key-padding mask (batch, seq).
+pub(crate) fn check_input(spec: InputSpec, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<()> {
     let bad = |what: String| Err(Error::InvalidArgument { op: "forward", what });
     if seq == 0 || batch == 0 {
         return bad(format!("seq and batch must be at least 1, got seq {seq} batch {batch}"));
     }
-    if x.len() != seq * batch * cfg.embed {
+    if let Some(max) = spec.max_seq.filter(|&m| seq > m) {
+        return bad(format!("seq {seq} is longer than the model's {max} positions"));
+    }
+    let cols = spec.cols;
+    if x.len() != seq * batch * cols {
         return bad(format!(
-            "input has {} values, expected seq {seq} x batch {batch} x embed {} = {}",
+            "input has {} values, expected seq {seq} x batch {batch} x {cols} columns = {}",
             x.len(),
-            cfg.embed,
-            seq * batch * cfg.embed
+            seq * batch * cols
         ));
     }
     if let Some(m) = key_pad {

@@ -14,24 +14,19 @@
 //! logits = LN(x) · headᵀ + head.bias, read at each class-token row   layernorm, matmul
 //! ```
 //!
-//! On a GPU every step is recorded into one encoder; on the host the same steps run on the CPU
-//! backend or the reference kernels.
+//! Every step but the tokenizer is the stack's step list ([`super::steps`]): on a GPU one plan
+//! records it into one encoder, on the host the same list runs on the CPU backend or the
+//! reference kernels, and `check_ops` compares it step by step.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use super::host::{forward_with, HostKernels};
 use super::io::TensorFile;
+use super::steps::Edge;
 use super::{BlockConfig, BlockWeights, Placement, Stack, StackWeights};
-use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::kernels::layernorm::{prepare_layernorm_variant, LayernormVariant};
-use crate::kernels::residual_add::prepare_residual_add;
-use crate::kernels::{Dispatch, KernelPolicy};
 use crate::ops::{Activation, AttentionConfig, MatmulShape};
-use crate::tensor::{DType, Tensor};
-use crate::tune::prepare_matmul;
-use crate::{cpu, reference};
+use crate::reference;
 
 /// The model's shape, `config.json` of the model directory.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -128,51 +123,13 @@ pub fn test_split(dir: &Path) -> Result<Vec<usize>> {
     Ok(split.test_indices)
 }
 
-/// The GPU half of a classifier: the embedding and head parameters, and a plan per batch size.
-struct GpuParts {
-    gpu: Arc<Gpu>,
-    policy: KernelPolicy,
-    embed_w: Tensor,
-    embed_b: Tensor,
-    norm: (Tensor, Tensor),
-    head_w: Tensor,
-    head_b: Tensor,
-    /// Plans by batch size, least recently used first, at most [`super::gpu::MAX_PLANS`]; a
-    /// forward holds its plan's lock from the input write to the logits read.
-    plans: Mutex<Vec<(usize, Arc<Mutex<Plan>>)>>,
-}
-
-/// Buffers and dispatches of one batch size (`_`-named buffers are only bound, never read).
-struct Plan {
-    tokens: Tensor,
-    _pos: Tensor,
-    _embedded: Tensor,
-    x: Tensor,
-    y: Tensor,
-    _normed: Tensor,
-    logits: Tensor,
-    embed: Dispatch,
-    add_pos: Dispatch,
-    norm: Dispatch,
-    head: Dispatch,
-}
-
-/// A ViT classifier loaded on a [`Placement`] (an engine's device or host).
+/// A ViT classifier loaded on a [`Placement`] (an engine's device or host): the whole model
+/// is one step list ([`super::steps`]) that the stack runs, from the token rows to the logits.
 pub struct VitClassifier {
     cfg: VitConfig,
-    /// (E, P + 1): the patch embedding with the class token folded in as a last column.
-    embed_w: Vec<f32>,
-    embed_b: Vec<f32>,
-    /// (tokens, E)
-    pos: Vec<f32>,
-    norm: (Vec<f32>, Vec<f32>),
-    /// (classes, E)
-    head_w: Vec<f32>,
-    head_b: Vec<f32>,
+    /// On the host: the blocks and the steps around them (the reference runs these).
     weights: StackWeights,
     stack: Stack,
-    host: HostKernels,
-    gpu: Option<GpuParts>,
 }
 
 impl VitClassifier {
@@ -200,7 +157,7 @@ impl VitClassifier {
         let pos = get("pos_embed", &[1, t, e])?;
         let norm = (get("norm.weight", &[e])?, get("norm.bias", &[e])?);
         let (head_w, head_b) = (get("head.weight", &[c, e])?, get("head.bias", &[c])?);
-        let weights = StackWeights::from_file(&file, "blocks.")?;
+        let mut weights = StackWeights::from_file(&file, "blocks.")?;
         if weights.layers() != cfg.layers || weights.embed != e || weights.ff != cfg.ff {
             return Err(Error::File {
                 path: file.path().into(),
@@ -214,30 +171,31 @@ impl VitClassifier {
                 ),
             });
         }
+        // tokens (T, P+1) -> (T, E) -> + pos_embed -> blocks -> norm -> (T, C)
+        let linear = |name: &str, weight: Vec<f32>, bias: Vec<f32>, n: usize, k: usize| Edge::Linear {
+            name: name.into(),
+            weight,
+            bias,
+            n,
+            k,
+        };
+        weights.before = vec![
+            linear("patch_embed", embed_w, embed_b, e, p + 1),
+            Edge::AddPositions { name: "pos_embed".into(), table: pos, width: e },
+        ];
+        weights.after = vec![Edge::layernorm("norm", norm.0, norm.1), linear("head", head_w, head_b, c, e)];
         let stack = place.load_stack(weights.clone(), cfg.block())?;
-        let gpu = match &place.gpu {
-            Some(g) => Some(GpuParts {
-                gpu: g.clone(),
-                policy: place.policy.clone(),
-                embed_w: Tensor::from_f32(g, &[e, p + 1], &embed_w)?,
-                embed_b: Tensor::from_f32(g, &[e], &embed_b)?,
-                norm: (Tensor::from_f32(g, &[e], &norm.0)?, Tensor::from_f32(g, &[e], &norm.1)?),
-                head_w: Tensor::from_f32(g, &[c, e], &head_w)?,
-                head_b: Tensor::from_f32(g, &[c], &head_b)?,
-                plans: Mutex::new(Vec::new()),
-            }),
-            None => None,
-        };
-        let host = match &stack {
-            Stack::Cpu { kernels, .. } => *kernels,
-            Stack::Gpu(_) => HostKernels::Fast,
-        };
-        Ok(VitClassifier { cfg, embed_w, embed_b, pos, norm, head_w, head_b, weights, stack, host, gpu })
+        Ok(VitClassifier { cfg, weights, stack })
     }
 
     /// GPU plans held now (at most [`super::gpu::MAX_PLANS`]); 0 on the host.
     pub fn plans(&self) -> usize {
-        self.gpu.as_ref().map_or(0, |g| g.plans.lock().unwrap_or_else(|p| p.into_inner()).len())
+        self.stack.gpu().map_or(0, |g| g.cached_plans())
+    }
+
+    /// The weights on the host: the blocks and the steps around them.
+    pub fn weights(&self) -> &StackWeights {
+        &self.weights
     }
 
     /// The model's shape.
@@ -281,116 +239,23 @@ impl VitClassifier {
             return Ok(Vec::new());
         }
         let tokens = self.tokens(images)?;
-        let all = match &self.gpu {
-            Some(g) => self.logits_gpu(g, &tokens, images.len())?,
-            None => self.logits_host(self.host, &tokens, images.len()),
-        };
+        // logits of every token row (B·T, C): one forward of the whole step list
+        let all = self.stack.forward(&tokens, self.cfg.tokens(), images.len(), None)?;
         // each image's class-token row
         let (t, c) = (self.cfg.tokens(), self.cfg.classes);
         Ok((0..images.len()).flat_map(|b| all[b * t * c..b * t * c + c].to_vec()).collect())
     }
 
+    /// `--check-ops` on `images`: every step of the model's list, patch embedding and head
+    /// included, on the reference's inputs against the reference.
+    pub fn check_ops(&self, images: &[&[f32]]) -> Result<Vec<super::check::OpCheck>> {
+        let tokens = self.tokens(images)?;
+        self.stack.check_ops(&self.weights, &tokens, self.cfg.tokens(), images.len(), None)
+    }
+
     /// The predicted class of each image.
     pub fn predict(&self, images: &[&[f32]]) -> Result<Vec<usize>> {
         Ok(self.logits(images)?.chunks(self.cfg.classes).map(argmax).collect())
-    }
-
-    /// The whole pipeline on the host kernels, logits of every token row (B·tokens, classes).
-    fn logits_host(&self, kernels: HostKernels, tokens: &[f32], batch: usize) -> Vec<f32> {
-        let (e, p, t, c) = (self.cfg.embed, self.cfg.patch_values(), self.cfg.tokens(), self.cfg.classes);
-        let rows = batch * t;
-        let (matmul, layernorm): (MatmulFn, LayernormFn) = match kernels {
-            HostKernels::Fast => (cpu::matmul::matmul, cpu::layernorm::layernorm),
-            HostKernels::Reference => (reference::matmul::matmul, reference::layernorm::layernorm),
-        };
-        let mut x = vec![0.0; rows * e];
-        // (B·T, E) = (B·T, P+1) · (E, P+1)ᵀ
-        matmul(
-            &mut x,
-            tokens,
-            &self.embed_w,
-            Some(&self.embed_b),
-            Activation::None,
-            MatmulShape::linear(rows, e, p + 1),
-        );
-        for (row, v) in x.chunks_mut(e).enumerate() {
-            let pos = &self.pos[(row % t) * e..(row % t + 1) * e];
-            v.iter_mut().zip(pos).for_each(|(a, b)| *a += b);
-        }
-        let y = forward_with(kernels, &self.weights, &self.cfg.block(), &x, t, batch, None);
-        let mut normed = vec![0.0; rows * e];
-        layernorm(&mut normed, &y, None, &self.norm.0, &self.norm.1, rows, e, self.cfg.eps);
-        let mut logits = vec![0.0; rows * c];
-        // (B·T, C) = (B·T, E) · (C, E)ᵀ
-        matmul(
-            &mut logits,
-            &normed,
-            &self.head_w,
-            Some(&self.head_b),
-            Activation::None,
-            MatmulShape::linear(rows, c, e),
-        );
-        logits
-    }
-
-    /// The whole pipeline recorded into one encoder, logits of every token row.
-    fn logits_gpu(&self, g: &GpuParts, tokens: &[f32], batch: usize) -> Result<Vec<f32>> {
-        let plan = self.plan(g, batch)?;
-        // held from the input write to the logits read: two threads with the same batch size
-        // take turns on this plan's buffers instead of reading each other's logits
-        let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
-        let gpu = &*g.gpu;
-        plan.tokens.write(gpu, tokens)?;
-        let stack = self.stack.gpu().expect("a GPU classifier has a GPU stack");
-        let mut enc = gpu.encoder("resformer.vit");
-        plan.embed.record(&mut enc);
-        plan.add_pos.record(&mut enc);
-        stack.record_forward(&mut enc, plan.x.buffer(), None, plan.y.buffer(), self.cfg.tokens(), batch)?;
-        plan.norm.record(&mut enc);
-        plan.head.record(&mut enc);
-        gpu.submit_and_wait(enc)?;
-        plan.logits.read(gpu)
-    }
-
-    fn plan(&self, g: &GpuParts, batch: usize) -> Result<Arc<Mutex<Plan>>> {
-        let mut plans = g.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = plans.iter().position(|(b, _)| *b == batch) {
-            let entry = plans.remove(i);
-            let plan = entry.1.clone();
-            plans.push(entry);
-            return Ok(plan);
-        }
-        let gpu = &*g.gpu;
-        let (e, p, t, c) = (self.cfg.embed, self.cfg.patch_values(), self.cfg.tokens(), self.cfg.classes);
-        let rows = batch * t;
-        let act = |cols: usize| Tensor::empty(gpu, &[rows, cols], DType::F32);
-        let tokens = act(p + 1)?;
-        let pos = Tensor::from_f32(gpu, &[rows, e], &self.pos.repeat(batch))?;
-        let (embedded, x, y, normed, logits) = (act(e)?, act(e)?, act(e)?, act(e)?, act(c)?);
-        let policy = &g.policy;
-        let embed = prepare_matmul(gpu, policy, &tokens, &g.embed_w, Some(&g.embed_b), Activation::None, &embedded)?;
-        let add_pos = prepare_residual_add(gpu, &embedded, &pos, &x)?;
-        let ln = LayernormVariant::choose(gpu, policy.layernorm, e)?;
-        let norm = prepare_layernorm_variant(gpu, ln, &y, None, &g.norm.0, &g.norm.1, self.cfg.eps, &normed)?;
-        let head = prepare_matmul(gpu, policy, &normed, &g.head_w, Some(&g.head_b), Activation::None, &logits)?;
-        let plan = Arc::new(Mutex::new(Plan {
-            tokens,
-            _pos: pos,
-            _embedded: embedded,
-            x,
-            y,
-            _normed: normed,
-            logits,
-            embed,
-            add_pos,
-            norm,
-            head,
-        }));
-        if plans.len() == super::gpu::MAX_PLANS {
-            plans.remove(0);
-        }
-        plans.push((batch, plan.clone()));
-        Ok(plan)
     }
 
     /// The class token's attention over the tokens in block `block`, averaged over heads:
@@ -403,14 +268,12 @@ impl VitClassifier {
                 what: format!("block {block} of a {}-block model", self.cfg.layers),
             });
         }
-        let (e, p, t) = (self.cfg.embed, self.cfg.patch_values(), self.cfg.tokens());
+        let (e, t) = (self.cfg.embed, self.cfg.tokens());
         let tokens = self.tokens(&[image])?;
-        let mut x = vec![0.0; t * e];
-        let shape = MatmulShape::linear(t, e, p + 1);
-        reference::matmul::matmul(&mut x, &tokens, &self.embed_w, Some(&self.embed_b), Activation::None, shape);
-        x.iter_mut().zip(&self.pos).for_each(|(a, b)| *a += b);
-        let before = StackWeights { blocks: self.weights.blocks[..block].to_vec(), ..self.weights.clone() };
-        let x = forward_with(HostKernels::Reference, &before, &self.cfg.block(), &x, t, 1, None);
+        // the steps before the blocks and blocks 0..block: the stack's input to `block`
+        let before =
+            StackWeights { blocks: self.weights.blocks[..block].to_vec(), after: Vec::new(), ..self.weights.clone() };
+        let x = forward_with(HostKernels::Reference, &before, &self.cfg.block(), &tokens, t, 1, None);
         let b: &BlockWeights = &self.weights.blocks[block];
         let [in_w, in_b, ..] = b.tensors();
         let mut qkv = vec![0.0; t * 3 * e];
@@ -426,9 +289,6 @@ impl VitClassifier {
         Ok(mean)
     }
 }
-
-type MatmulFn = fn(&mut [f32], &[f32], &[f32], Option<&[f32]>, Activation, MatmulShape);
-type LayernormFn = fn(&mut [f32], &[f32], Option<&[f32]>, &[f32], &[f32], usize, usize, f32);
 
 /// Index of the largest value (the first of equals).
 pub fn argmax(v: &[f32]) -> usize {

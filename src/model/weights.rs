@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
+use super::config::BlockConfig;
 use super::io::TensorFile;
+use super::steps::{Edge, Layout};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -45,10 +47,12 @@ pub struct StackWeights {
     pub ff: usize,
     /// The blocks, in order.
     pub blocks: Vec<BlockWeights>,
-    /// LayerNorm (γ, β) applied to the input before block 0 (BERT's embedding LayerNorm).
-    pub input_norm: Option<(Vec<f32>, Vec<f32>)>,
-    /// LayerNorm (γ, β) applied after the last block (`nn.TransformerEncoder(norm=...)`).
-    pub output_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Steps from the input into the blocks' stream (BERT's embedding LayerNorm; the ViT's
+    /// patch embedding and position add); see [`super::steps`].
+    pub before: Vec<Edge>,
+    /// Steps after the last block (`nn.TransformerEncoder(norm=...)`'s final norm; the ViT's
+    /// norm and head).
+    pub after: Vec<Edge>,
 }
 
 /// How a state_dict names the blocks of a stack.
@@ -167,6 +171,35 @@ impl StackWeights {
         self.blocks.len()
     }
 
+    /// The steps around the blocks, `before` then `after`: what [`super::steps::ModelStep::Edge`]
+    /// indexes.
+    pub fn edges(&self) -> Vec<&Edge> {
+        self.before.iter().chain(&self.after).collect()
+    }
+
+    /// The model's step list for blocks of `cfg`.
+    pub fn layout(&self, cfg: &BlockConfig) -> Layout {
+        Layout::new(cfg, &self.before, &self.after, self.layers())
+    }
+
+    /// (γ, β) of the final LayerNorm, when the only step after the blocks is one
+    /// (`nn.TransformerEncoder(norm=...)`).
+    pub fn output_norm(&self) -> Option<(&[f32], &[f32])> {
+        match &self.after[..] {
+            [Edge::Layernorm { gamma, beta, .. }] => Some((gamma, beta)),
+            _ => None,
+        }
+    }
+
+    /// (γ, β) of the input LayerNorm, when the only step before the blocks is one (BERT's
+    /// embedding LayerNorm).
+    pub fn input_norm(&self) -> Option<(&[f32], &[f32])> {
+        match &self.before[..] {
+            [Edge::Layernorm { gamma, beta, .. }] => Some((gamma, beta)),
+            _ => None,
+        }
+    }
+
     /// Seeded random weights: Linear layers U(±1/√fan_in) as PyTorch's default
     /// init, LayerNorm γ near 1 and β near 0 (but not equal, so tests see them).
     pub fn random(seed: u64, layers: usize, embed: usize, ff: usize) -> StackWeights {
@@ -191,13 +224,13 @@ impl StackWeights {
                 BlockWeights::from_tensors(t)
             })
             .collect();
-        StackWeights { embed, ff, blocks, input_norm: None, output_norm: None }
+        StackWeights { embed, ff, blocks, before: Vec::new(), after: Vec::new() }
     }
 
     /// Loads a stack from a safetensors file, with either naming ([`Naming`], detected): the
     /// engine's blocks `{prefix}0.attn.*`, `{prefix}0.ffn.0.*`, ..., or an `nn.TransformerEncoder`
     /// state_dict, `{prefix}layers.0.self_attn.*`, `{prefix}layers.0.linear1.*`, ..., whose final
-    /// `{prefix}norm.*`, when present, becomes [`StackWeights::output_norm`]. E and F come from
+    /// `{prefix}norm.*`, when present, becomes the one step of [`StackWeights::after`]. E and F come from
     /// block 0's out-projection and first FFN layer; L is the number of consecutive blocks.
     pub fn load(path: &Path, prefix: &str) -> Result<StackWeights> {
         Self::from_file(&TensorFile::open(path)?, prefix)
@@ -252,14 +285,15 @@ impl StackWeights {
                 .collect::<Result<Vec<_>>>()?;
             blocks.push(BlockWeights::from_tensors(t));
         }
-        let output_norm = match naming {
-            Naming::TransformerEncoder if file.contains(&format!("{prefix}norm.weight")) => Some((
+        let after = match naming {
+            Naming::TransformerEncoder if file.contains(&format!("{prefix}norm.weight")) => vec![Edge::layernorm(
+                "norm",
                 file.get_shaped(&format!("{prefix}norm.weight"), &[e])?.data,
                 file.get_shaped(&format!("{prefix}norm.bias"), &[e])?.data,
-            )),
-            _ => None,
+            )],
+            _ => Vec::new(),
         };
-        Ok(StackWeights { embed: e, ff: f, blocks, input_norm: None, output_norm })
+        Ok(StackWeights { embed: e, ff: f, blocks, before: Vec::new(), after })
     }
 
     /// Which naming [`StackWeights::from_file`] found, for reports: the file holds the
@@ -285,7 +319,7 @@ impl StackWeights {
                 owned.push((naming.name(prefix, i, suffix), shape.clone(), data));
             }
         }
-        if let (Some((g, b)), Naming::TransformerEncoder) = (&self.output_norm, naming) {
+        if let (Some((g, b)), Naming::TransformerEncoder) = (self.output_norm(), naming) {
             owned.push((format!("{prefix}norm.weight"), vec![self.embed], g));
             owned.push((format!("{prefix}norm.bias"), vec![self.embed], b));
         }

@@ -5,12 +5,19 @@ pub fn gelu(v: f64) -> f64 {
     0.5 * v * (1.0 + libm::erf(v * std::f64::consts::FRAC_1_SQRT_2))
 }
 
+/// GELU's tanh approximation: 0.5 · v · (1 + tanh(√(2/π) · (v + 0.044715 · v³))).
+pub fn gelu_tanh(v: f64) -> f64 {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    0.5 * v * (1.0 + (c * (v + 0.044715 * v * v * v)).tanh())
+}
+
 /// Applies `act` to one pre-activation value.
 pub fn activate(v: f64, act: Activation) -> f64 {
     match act {
         Activation::None => v,
         Activation::Relu => v.max(0.0),
         Activation::Gelu => gelu(v),
+        Activation::GeluTanh => gelu_tanh(v),
     }
 }
 

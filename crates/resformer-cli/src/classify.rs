@@ -36,6 +36,10 @@ pub struct Args {
     /// Timed passes over the test split (the median is reported), after a warm-up
     #[arg(long, default_value_t = 3, value_parser = positive)]
     runs: usize,
+    /// Check every step of the model (patch embedding, position add, blocks, norm, head) on
+    /// the first 8 test images against the reference, on the reference's inputs
+    #[arg(long, conflicts_with_all = ["image", "out", "json"])]
+    check_ops: bool,
 }
 
 /// What `classify --image N --json` prints.
@@ -71,6 +75,13 @@ pub fn run(a: Args) -> CliResult {
     let split = test_split(&a.model)?;
     if let Some(&bad) = split.iter().find(|&&i| i >= digits.labels.len()) {
         return Err(usage(format!("split.json names image {bad}, but the data has {}", digits.labels.len())));
+    }
+    if a.check_ops {
+        println!("model: {} on {}", a.model.display(), model.describe());
+        let images: Vec<&[f32]> = split.iter().take(8).map(|&i| &digits.images[i][..]).collect();
+        let t = Instant::now();
+        let checks = model.check_ops(&images)?;
+        return crate::run::report_check_ops(&checks, t);
     }
     if let Some(n) = a.image {
         return one_image(&model, &engine, &digits, &split, n as usize, a.json);

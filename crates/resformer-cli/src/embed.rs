@@ -37,6 +37,10 @@ pub struct Args {
     /// With --speed: the model's shapes on seeded weights; only DIR/tokenizer.json is read
     #[arg(long)]
     random_weights: bool,
+    /// Check every step of the model (embedding LayerNorm, every block) on these sentences
+    /// against the reference, on the reference's inputs
+    #[arg(long, conflicts_with_all = ["speed", "json"])]
+    check_ops: bool,
 }
 
 /// What `embed --json` prints (non-finite values become null).
@@ -99,6 +103,14 @@ pub fn run(a: Args) -> CliResult {
     let model = engine.load_minilm(dir)?;
     let load = t.elapsed();
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    if a.check_ops {
+        println!("model: {} on {}", model.name(), model.describe());
+        let t = Instant::now();
+        let file = resformer::model::bert::weights_file(dir)?;
+        let (weights, _) = resformer::model::bert::load_weights(&file, model.config())?;
+        let checks = model.check_ops(&weights, &refs)?;
+        return crate::run::report_check_ops(&checks, t);
+    }
     let t = Instant::now();
     let emb = model.embed(&refs)?;
     let took = t.elapsed();

@@ -51,7 +51,7 @@ pub struct Args {
     /// Also run the reference path and print the largest differences
     #[arg(long)]
     check: bool,
-    /// Check every step of every block against the reference on the reference's inputs
+    /// Check every step of the model (blocks, and the norm around them) against the reference on the reference's inputs
     #[arg(long)]
     check_ops: bool,
     /// f32, or f16: matmul weights stored and read as f16 (activations and accumulation f32)
@@ -147,7 +147,7 @@ fn from_files(a: &Args, w: &Path, x: &Path) -> Result<Loaded, CliError> {
     };
     let (layers, e, f) = (weights.layers(), weights.embed, weights.ff);
     let naming = match StackWeights::naming_of(&wfile, &a.prefix) {
-        Some(Naming::TransformerEncoder) if weights.output_norm.is_some() => {
+        Some(Naming::TransformerEncoder) if weights.output_norm().is_some() => {
             "nn.TransformerEncoder names, with its final norm"
         }
         Some(Naming::TransformerEncoder) => "nn.TransformerEncoder names",
@@ -286,18 +286,24 @@ fn check_ops(
     shape: InputShape,
     key_pad: Option<&[u32]>,
 ) -> CliResult {
-    use resformer::model::check::OPS_TOL;
     let t = Instant::now();
     let checks = stack.check_ops(weights, x, shape.seq, shape.batch, key_pad)?;
+    report_check_ops(&checks, t)
+}
+
+/// Prints `--check-ops`' table (every step of the model's list: "-" in the block column
+/// for a step before or after the blocks) and fails on the first step over the tolerance.
+pub(crate) fn report_check_ops(checks: &[resformer::model::check::OpCheck], started: Instant) -> CliResult {
+    use resformer::model::check::OPS_TOL;
     println!(
         "check-ops: each step on the reference's inputs against the reference step (atol {:.0e}, rtol {:.0e}), {:.0} ms:",
         OPS_TOL.atol,
         OPS_TOL.rtol,
-        t.elapsed().as_secs_f64() * 1e3
+        started.elapsed().as_secs_f64() * 1e3
     );
     println!("{:>5}  {:<64} {:>10} {:>10}  result", "block", "step", "max abs", "max rel");
-    for c in &checks {
-        let block = c.block.map_or("in".to_string(), |b| b.to_string());
+    for c in checks {
+        let block = c.block.map_or("-".to_string(), |b| b.to_string());
         let result = if c.ok() { "ok".to_string() } else { format!("OVER ({} elements)", c.bad) };
         println!("{block:>5}  {:<64} {:>10.2e} {:>10.2e}  {result}", c.step, c.max_abs, c.max_rel);
     }
@@ -307,7 +313,7 @@ fn check_ops(
             Ok(())
         }
         Some(c) => {
-            let block = c.block.map_or("the input norm".to_string(), |b| format!("block {b}"));
+            let block = c.block.map_or("outside the blocks".to_string(), |b| format!("block {b}"));
             println!(
                 "first step over tolerance: {block}, {} (max abs {:.2e} at element {})",
                 c.step, c.max_abs, c.worst

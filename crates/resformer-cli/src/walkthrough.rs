@@ -229,7 +229,7 @@ pub fn minilm(dir: &Path, sentence: &str, head: usize) -> Result<Walkthrough> {
         emb.push(&mut raw, id, p);
     }
     let t = enc.get_ids().len();
-    let (g, b) = weights.input_norm.as_ref().expect("a BERT has an embedding LayerNorm");
+    let (g, b) = weights.input_norm().expect("a BERT has an embedding LayerNorm");
     let mut x = vec![0.0; raw.len()];
     reference::layernorm::layernorm(&mut x, &raw, None, g, b, t, e, cfg.eps);
     // rows h*D..(h+1)*D of each of q, k, v in the packed in-projection

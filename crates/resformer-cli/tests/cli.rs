@@ -324,80 +324,97 @@ fn embed_reads_stdin_and_files_and_says_what_it_truncated() {
 }
 
 #[test]
-fn run_takes_an_nn_transformer_encoder_state_dict_and_a_bool_mask() {
+fn run_takes_pytorch_s_own_transformer_encoder_files_with_bool_masks_as_they_are() {
     use resformer::model::fixture::{load_dir, PYTORCH_ATOL};
-    use resformer::model::weights::Naming;
-    use safetensors::tensor::{serialize, Dtype, TensorView};
-    // the key-padding and batch-first PyTorch fixtures, under nn.TransformerEncoder's names
-    let padded: Vec<_> =
-        load_dir(&repo().join("tests/fixtures/block")).unwrap().into_iter().filter(|f| f.key_pad.is_some()).collect();
-    assert!(padded.len() >= 2, "the fixtures with a key-padding mask");
-    for f in padded {
-        let w = tmp(&format!("encoder-{}.safetensors", f.name));
-        f.weights.save_as(&w, "encoder.", Naming::TransformerEncoder).unwrap();
-        let dims: Vec<usize> = if f.cfg.batch_first {
-            vec![f.shape.batch, f.shape.seq, f.cfg.embed]
-        } else {
-            vec![f.shape.seq, f.shape.batch, f.cfg.embed]
-        };
-        let mask: Vec<u8> = f.key_pad.as_ref().unwrap().iter().map(|&v| (v != 0) as u8).collect();
-        let input: Vec<u8> = f.input.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let tensors = [
-            ("input", TensorView::new(Dtype::F32, dims.clone(), &input).unwrap()),
-            ("key_padding_mask", TensorView::new(Dtype::BOOL, vec![f.shape.batch, f.shape.seq], &mask).unwrap()),
-        ];
-        let x = tmp(&format!("encoder-x-{}.safetensors", f.name));
-        std::fs::write(&x, serialize(tensors, None).unwrap()).unwrap();
-        let y = tmp(&format!("encoder-y-{}.safetensors", f.name));
-        let heads = f.cfg.heads.to_string();
-        let eps = f.cfg.eps.to_string();
-        let mut args = vec!["run", "--device", "cpu", "--runs", "1", "--prefix", "encoder.", "--heads", &heads];
-        args.extend(["--layer-norm-eps", &eps]);
-        let (w, x, y) = (w.to_str().unwrap(), x.to_str().unwrap(), y.to_str().unwrap());
-        args.extend(["--weights", w, "--input", x, "--output", y]);
-        if f.cfg.pre_norm {
-            args.push("--norm-first");
+    // scripts/make_encoder_fixtures.py: nn.TransformerEncoder's state_dict, its `input` and
+    // its bool `key_padding_mask` in one file, as PyTorch saved them; passed as they are
+    let dir = repo().join("tests/fixtures/encoder");
+    let mut devices = vec!["cpu"];
+    if resformer::testing::shared_gpu().is_some() {
+        devices.push("gpu");
+    }
+    for f in load_dir(&dir).unwrap() {
+        let file = dir.join(format!("{}.safetensors", f.name));
+        let file = file.to_str().unwrap();
+        for device in &devices {
+            let y = tmp(&format!("encoder-y-{}-{device}.safetensors", f.name));
+            let (heads, eps) = (f.cfg.heads.to_string(), f.cfg.eps.to_string());
+            let mut args = vec!["run", "--device", device, "--runs", "1", "--heads", &heads, "--eps", &eps];
+            args.extend(["--weights", file, "--input", file, "--output", y.to_str().unwrap()]);
+            for (on, flag) in [
+                (f.cfg.pre_norm, "--pre-norm"),
+                (f.cfg.activation == resformer::ops::Activation::Gelu, "--gelu"),
+                (f.cfg.causal, "--causal"),
+                (f.cfg.batch_first, "--batch-first"),
+            ] {
+                if on {
+                    args.push(flag);
+                }
+            }
+            let (code, out, err) = cli(&args);
+            assert_eq!(code, 0, "{} on {device}: {out}{err}", f.name);
+            let names = if f.weights.output_norm().is_some() {
+                "(nn.TransformerEncoder names, with its final norm)"
+            } else {
+                "(nn.TransformerEncoder names)"
+            };
+            assert!(out.contains(names), "{}: {out}", f.name);
+            assert_eq!(out.contains("using key_padding_mask"), f.key_pad.is_some(), "{}: {out}", f.name);
+            let got = TensorFile::open(&y).unwrap().get("output").unwrap();
+            let want = TensorFile::open(Path::new(file)).unwrap().get("output").unwrap();
+            assert_eq!(got.shape, want.shape, "{}", f.name);
+            let worst = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= PYTORCH_ATOL, "{} on {device}: {worst:.2e} from PyTorch", f.name);
         }
-        if f.cfg.activation == resformer::ops::Activation::Gelu {
-            args.push("--gelu");
-        }
-        if f.cfg.causal {
-            args.push("--causal");
-        }
-        if f.cfg.batch_first {
-            args.push("--batch-first");
-        }
-        let (code, out, err) = cli(&args);
-        assert_eq!(code, 0, "{}: {out}{err}", f.name);
-        assert!(out.contains("(nn.TransformerEncoder names)") && out.contains("using key_padding_mask"), "{out}");
-        let got = TensorFile::open(Path::new(y)).unwrap().get("output").unwrap();
-        assert_eq!(got.shape, dims);
-        let worst = got.data.iter().zip(&f.output).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(worst <= PYTORCH_ATOL, "{}: {worst:.2e} from PyTorch", f.name);
     }
 }
 
 #[test]
-fn embed_json_on_a_bert_of_another_shape_matches_sentence_transformers() {
-    // a directory SentenceTransformer.save wrote (scripts/make_bert_fixtures.py): CLS pooling,
-    // no Normalize, hidden 48, max_seq_length 64 in the tokenizer's config
-    let dir = repo().join("tests/fixtures/bert/h48_cls_seq64");
-    let sentences: Vec<String> =
-        std::fs::read_to_string(dir.join("sentences.txt")).unwrap().lines().map(String::from).collect();
-    let mut args = vec!["embed", "--device", "cpu", "--json", "--model", dir.to_str().unwrap()];
-    args.extend(sentences.iter().map(String::as_str));
-    let (code, out, err) = cli(&args);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["dim"], 48);
-    let want = TensorFile::open(&dir.join("expected.safetensors")).unwrap().get("embeddings").unwrap().data;
-    let got: Vec<f32> = v["embeddings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
-        .collect();
-    assert_eq!(got.len(), want.len());
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(worst <= 1e-4, "max abs {worst:.2e} from sentence-transformers");
+fn embed_json_on_every_bert_of_another_shape_matches_sentence_transformers_on_cpu_and_gpu() {
+    // directories SentenceTransformer.save wrote (scripts/make_bert_fixtures.py): mean, CLS and
+    // max pooling, with and without Normalize, GELU, ReLU and gelu_new, max_seq_length 64 to 128
+    let root = repo().join("tests/fixtures/bert");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 4);
+    let mut devices = vec!["cpu"];
+    if resformer::testing::shared_gpu().is_some() {
+        devices.push("gpu");
+    }
+    for dir in &dirs {
+        let sentences: Vec<String> =
+            std::fs::read_to_string(dir.join("sentences.txt")).unwrap().lines().map(String::from).collect();
+        let want = TensorFile::open(&dir.join("expected.safetensors")).unwrap().get("embeddings").unwrap();
+        let e = want.shape[1];
+        for device in &devices {
+            let mut args = vec!["embed", "--device", device, "--json", "--model", dir.to_str().unwrap()];
+            args.extend(sentences.iter().map(String::as_str));
+            let (code, out, err) = cli(&args);
+            assert_eq!(code, 0, "{err}");
+            let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+            assert_eq!(v["dim"], e);
+            let rows = v["embeddings"].as_array().unwrap();
+            assert_eq!(rows.len(), sentences.len());
+            for (i, r) in rows.iter().enumerate() {
+                let got: Vec<f32> = r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                let w = &want.data[i * e..(i + 1) * e];
+                let worst = got.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                let dot: f32 = got.iter().zip(w).map(|(a, b)| a * b).sum();
+                let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let cos = dot / (norm(&got) * norm(w));
+                assert!(
+                    worst <= 1e-4 && cos >= 0.9999,
+                    "{} [{i}] on {device}: max abs {worst:.2e}, cosine {cos}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    // --check-ops on one of them: the embedding LayerNorm first, every step within tolerance
+    let d = dirs[0].to_str().unwrap();
+    let (code, out, err) = cli(&["embed", "--device", "cpu", "--model", d, "--check-ops", "a sentence", "x"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let steps: Vec<&str> = out.lines().filter(|l| l.ends_with(" ok")).collect();
+    assert!(steps[0].contains("embeddings.LayerNorm layernorm"), "{out}");
+    assert!(out.contains(&format!("all {} steps within tolerance", steps.len())), "{out}");
 }
