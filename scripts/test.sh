@@ -49,6 +49,8 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 cargo run --quiet --release -- devices
 cargo test --release "$@"
 cargo test --release --benches
+# the Python package, built and installed as a user does, then its pytest suite
+bash scripts/test-python.sh
 # the embedding examples must keep working against the real API
 cargo run --quiet --release --example embed_in_app
 cargo run --quiet --release --example vit_digits
