@@ -4,6 +4,7 @@ alternating, in one session: the Python package's overhead over the engine.
 
     bash scripts/test-python.sh                         # or: pip install ./crates/resformer-py
     target/py-venv/bin/python scripts/python_speed.py [--device cpu] [--batch 32] [--rounds 3]
+    target/py-venv/bin/python scripts/python_speed.py --write-corpus corpus.jsonl --rows 1000   # for embed_corpus.py
 
 The sentences are built as `embed --speed` builds them (its TEXT, rotated by i words, as
 many words as fit in 128 tokens), so both time the same padded (32, 128) batch.
@@ -49,8 +50,17 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--write-corpus", metavar="FILE.jsonl", help="only write N rows of these sentences (for embed_corpus.py)")
+    ap.add_argument("--rows", type=int, default=1000)
     a = ap.parse_args()
     enc = resformer.SentenceEncoder(MODEL, device=a.device)
+    if a.write_corpus:
+        sents = sentences(enc, 64)
+        with open(a.write_corpus, "w") as f:
+            for i in range(a.rows):
+                f.write(json.dumps({"id": i, "text": sents[i % len(sents)]}) + "\n")
+        print(f"wrote {a.rows} rows of 127-128 tokens to {a.write_corpus}")
+        return
     sents = sentences(enc, a.batch)
     lens = [len(enc.tokenize(s)) for s in sents]
     print(f"{enc.device}: batch {a.batch}, {min(lens)}-{max(lens)} tokens, {a.repeats} repeats x {a.rounds} rounds")
