@@ -10,7 +10,7 @@ rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # test-only packages (Ray Data for resformer.ray); the package itself needs only numpy
-"$venv/bin/python" -m pip install --quiet pytest safetensors numpy pyarrow "ray[data]>=2.51"
+"$venv/bin/python" -m pip install --quiet pytest safetensors numpy pyarrow "ray[data]>=2.51" openai
 "$venv/bin/python" -m pip install --quiet ./crates/resformer-py
 "$venv/bin/python" -c 'import resformer; print("resformer", resformer.__version__, "installed in '"$venv"'")'
 cd crates/resformer-py

@@ -49,6 +49,8 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 cargo run --quiet --release -- devices
 cargo test --release "$@"
 cargo test --release --benches
+# the embedding server (its own binary, outside the default members); the Python tests use it too
+cargo test --release -p resformer-server
 # the Python package, built and installed as a user does, then its pytest suite
 bash scripts/test-python.sh
 # the embedding examples must keep working against the real API
