@@ -22,6 +22,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+pub mod metrics;
+
 /// The server's limits and switches (the command line's flags).
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -39,7 +41,7 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Request body bytes.
     pub payload_limit: usize,
-    /// `Authorization: Bearer KEY` required on every route but /health.
+    /// `Authorization: Bearer KEY` required on every route but /health and /metrics.
     pub api_key: Option<String>,
 }
 
@@ -62,6 +64,7 @@ impl Limits {
 /// One request's inputs on their way to the batcher.
 struct Job {
     ids: Vec<Vec<u32>>,
+    queued: Instant,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
 }
 
@@ -75,6 +78,7 @@ pub struct AppState {
     model_name: String,
     device: String,
     requests: AtomicUsize,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
         let model = Arc::new(model);
         let (tx, rx) = mpsc::channel::<Job>();
         let device = model.describe();
+        let metrics = Arc::new(metrics::Metrics::default());
         let state = Arc::new(AppState {
             model: model.clone(),
             limits: limits.clone(),
@@ -92,11 +97,12 @@ impl AppState {
             model_name,
             device,
             requests: AtomicUsize::new(0),
+            metrics: metrics.clone(),
         });
         let weak = Arc::downgrade(&state);
         std::thread::Builder::new()
             .name("resformer-batcher".into())
-            .spawn(move || batcher(model, limits.max_batch_tokens, rx, weak))
+            .spawn(move || batcher(model, limits.max_batch_tokens, rx, weak, metrics))
             .expect("spawn the batcher thread");
         // warm-up: pipelines and the first plan before the first request
         let ok = state.model.embed(&["warm up"]).is_ok();
@@ -111,7 +117,13 @@ impl AppState {
 }
 
 /// Packs queued inputs into forwards of at most `max_tokens` padded tokens, longest first.
-fn batcher(model: Arc<SentenceEmbedder>, max_tokens: usize, rx: mpsc::Receiver<Job>, state: std::sync::Weak<AppState>) {
+fn batcher(
+    model: Arc<SentenceEmbedder>,
+    max_tokens: usize,
+    rx: mpsc::Receiver<Job>,
+    state: std::sync::Weak<AppState>,
+    metrics: Arc<metrics::Metrics>,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while let Ok(j) = rx.try_recv() {
@@ -119,6 +131,9 @@ fn batcher(model: Arc<SentenceEmbedder>, max_tokens: usize, rx: mpsc::Receiver<J
         }
         // a client that went away: its inputs never run
         jobs.retain(|j| !j.reply.is_closed());
+        for j in &jobs {
+            metrics.queued(j.queued.elapsed().as_secs_f64());
+        }
         // every input of every job, longest first
         let mut items: Vec<(usize, usize)> =
             jobs.iter().enumerate().flat_map(|(j, job)| (0..job.ids.len()).map(move |i| (j, i))).collect();
@@ -132,7 +147,11 @@ fn batcher(model: Arc<SentenceEmbedder>, max_tokens: usize, rx: mpsc::Receiver<J
             let take = (max_tokens / longest).max(1).min(items.len() - start);
             let batch = &items[start..start + take];
             let ids: Vec<Vec<u32>> = batch.iter().map(|&(j, i)| jobs[j].ids[i].clone()).collect();
-            match model.encode_ids(&ids) {
+            let t = Instant::now();
+            let ran = model.encode_ids(&ids);
+            let real: usize = ids.iter().map(Vec::len).sum();
+            metrics.batch(ids.len(), longest * ids.len(), real, t.elapsed().as_secs_f64());
+            match ran {
                 Ok(out) => {
                     for (&(j, i), v) in batch.iter().zip(out.sentences) {
                         results[j][i] = Some(v);
@@ -240,6 +259,7 @@ fn to_ids(state: &AppState, inputs: Inputs, truncate: bool, wire: Wire) -> Resul
         ));
     }
     let max = state.limits.max_input_tokens;
+    let started = Instant::now();
     let mut out = Vec::with_capacity(n);
     match inputs {
         Inputs::Texts(texts) => {
@@ -275,6 +295,7 @@ fn to_ids(state: &AppState, inputs: Inputs, truncate: bool, wire: Wire) -> Resul
             }
         }
     }
+    state.metrics.tokenized(started.elapsed().as_secs_f64());
     Ok(out)
 }
 
@@ -326,7 +347,7 @@ async fn run(state: &AppState, ids: Vec<Vec<u32>>, wire: Wire) -> Result<Vec<Vec
     let (tx, rx) = oneshot::channel();
     state
         .queue
-        .send(Job { ids, reply: tx })
+        .send(Job { ids, queued: Instant::now(), reply: tx })
         .map_err(|_| ApiError::new(wire, StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the batcher has stopped"))?;
     match tokio::time::timeout(state.limits.request_timeout, rx).await {
         Ok(Ok(Ok(v))) => Ok(v),
@@ -470,6 +491,11 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
     }))
 }
 
+async fn metrics_route(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(state.admitted.load(Ordering::SeqCst));
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
 async fn health(State(state): State<Arc<AppState>>) -> StatusCode {
     if state.healthy.load(Ordering::SeqCst) {
         StatusCode::OK
@@ -484,14 +510,18 @@ async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     let path = req.uri().path().to_string();
     let wire = if path.starts_with("/v1") { Wire::OpenAi } else { Wire::Tei };
     if let Some(key) = &state.limits.api_key {
-        if path != "/health" && !authorized(req.headers(), key) {
+        if path != "/health" && path != "/metrics" && !authorized(req.headers(), key) {
             let e = ApiError::new(wire, StatusCode::UNAUTHORIZED, "authentication_error", "missing or wrong API key");
+            state.metrics.request(&path, 401);
             return with_id(e.into_response(), id);
         }
     }
     let t = Instant::now();
     let resp = next.run(req).await;
     eprintln!("request {id}: {path} {} in {:.1} ms", resp.status().as_u16(), t.elapsed().as_secs_f64() * 1e3);
+    if path != "/metrics" {
+        state.metrics.request(&path, resp.status().as_u16());
+    }
     with_id(resp, id)
 }
 
@@ -516,6 +546,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/info", get(info))
         .route("/health", get(health))
+        .route("/metrics", get(metrics_route))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)

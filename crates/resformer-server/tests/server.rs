@@ -111,6 +111,19 @@ async fn routes_answer_in_both_wire_formats_with_the_library_s_vectors() {
         assert!(!v[key].is_null(), "{route}: {v}");
     }
     assert_eq!(c.get(format!("{}/health", s.url)).send().await.unwrap().status().as_u16(), 200);
+    // /metrics: what just happened, in Prometheus text
+    let m = c.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = m.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing:\n{m}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("resformer_requests_total{route=\"/v1/embeddings\",status=\"200\"}"), 4.0, "{m}");
+    assert_eq!(value("resformer_requests_total{route=\"/embed\",status=\"200\"}"), 1.0);
+    // 5 requests ran forwards (4 on /v1, 1 on /embed); 3 texts of different lengths pad
+    assert!(value("resformer_batch_size_count") >= 5.0 && value("resformer_inference_seconds_count") >= 5.0);
+    assert!(value("resformer_padding_waste_tokens_total") > 0.0);
+    assert_eq!(value("resformer_queue_inputs"), 0.0);
+    assert!(m.contains("resformer_queue_seconds_bucket{le=\"+Inf\"}") && m.contains("resformer_tokenize_seconds_sum"));
 }
 
 #[tokio::test]
@@ -126,6 +139,9 @@ async fn errors_have_their_status_and_their_wire_format() {
     let r = send("/v1/embeddings", json!({"input": "x"}).to_string(), false).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(c.get(format!("{}/health", s.url)).send().await.unwrap().status().as_u16(), 200);
+    let m = c.get(format!("{}/metrics", s.url)).send().await.unwrap();
+    assert_eq!(m.status().as_u16(), 200, "/metrics stays open");
+    assert!(m.text().await.unwrap().contains("status=\"401\"} 1"));
     let cases = [
         ("/v1/embeddings", "{not json".to_string(), 400, "malformed JSON"),
         ("/v1/embeddings", json!({"input": []}).to_string(), 400, "empty"),
