@@ -57,6 +57,8 @@ pub struct GpuStack {
     edge_tensors: Vec<Vec<Tensor>>,
     /// The model's step list; every plan is built from it.
     layout: Layout,
+    /// What an input must be (from the layout and the edges).
+    input: InputSpec,
     plans: Mutex<Vec<(PlanKey, Arc<Mutex<Plan>>)>>,
 }
 
@@ -116,7 +118,8 @@ impl GpuStack {
             })
             .collect::<Result<Vec<_>>>()?;
         let layout = weights.layout(&cfg);
-        Ok(GpuStack { gpu, policy, cfg, layers, edges, edge_tensors, layout, plans: Mutex::new(Vec::new()) })
+        let input = InputSpec::new(&layout, &weights.edges());
+        Ok(GpuStack { gpu, policy, cfg, layers, edges, edge_tensors, layout, input, plans: Mutex::new(Vec::new()) })
     }
 
     /// The block configuration.
@@ -325,8 +328,7 @@ impl GpuStack {
     /// a single sequence that does not fit is refused with
     /// [`Error::LimitExceeded`].
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
-        let edges: Vec<&Edge> = self.edges.iter().collect();
-        super::check_input(InputSpec::new(&self.layout, &edges), x, seq, batch, key_pad)?;
+        super::check_input(self.input, x, seq, batch, key_pad)?;
         let per = self.batch_per_plan(seq, batch)?;
         if per >= batch {
             return self.forward_whole(x, seq, batch, key_pad);

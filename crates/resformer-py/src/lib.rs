@@ -236,6 +236,21 @@ struct StackOptions {
     precision: Precision,
 }
 
+impl StackOptions {
+    fn new(
+        py: Python<'_>,
+        heads: usize,
+        norm_first: bool,
+        activation_name: &str,
+        eps: f32,
+        batch_first: bool,
+        precision_name: &str,
+    ) -> PyResult<StackOptions> {
+        let (activation, precision) = (activation(py, activation_name)?, precision(py, precision_name)?);
+        Ok(StackOptions { heads, norm_first, activation, eps, batch_first, precision })
+    }
+}
+
 impl TransformerStack {
     fn load(py: Python<'_>, weights: StackWeights, o: StackOptions, device: &str) -> PyResult<TransformerStack> {
         let mut cfg = BlockConfig::new(weights.embed, o.heads, weights.ff);
@@ -286,14 +301,8 @@ impl TransformerStack {
         device: &str,
         precision_name: &str,
     ) -> PyResult<TransformerStack> {
-        let o = StackOptions {
-            heads: num_heads,
-            norm_first,
-            activation: activation(py, activation_name)?,
-            eps: layer_norm_eps,
-            batch_first,
-            precision: precision(py, precision_name)?,
-        };
+        let o =
+            StackOptions::new(py, num_heads, norm_first, activation_name, layer_norm_eps, batch_first, precision_name)?;
         // the tensors as one in-memory safetensors file: the library's own loader reads it
         let mut views = Vec::with_capacity(names.len());
         for (name, t) in names.iter().zip(&tensors) {
@@ -328,14 +337,8 @@ impl TransformerStack {
         precision_name: &str,
     ) -> PyResult<TransformerStack> {
         existing(&path)?;
-        let o = StackOptions {
-            heads: num_heads,
-            norm_first,
-            activation: activation(py, activation_name)?,
-            eps: layer_norm_eps,
-            batch_first,
-            precision: precision(py, precision_name)?,
-        };
+        let o =
+            StackOptions::new(py, num_heads, norm_first, activation_name, layer_norm_eps, batch_first, precision_name)?;
         let weights = py.detach(|| StackWeights::load(&path, prefix)).or_raise(py)?;
         TransformerStack::load(py, weights, o, device)
     }

@@ -255,8 +255,7 @@ class TransformerStack:
             names, tensors, num_heads, prefix, norm_first, act, float(layer_norm_eps), batch_first, _device(device), precision
         )
         weights = dict(zip(names, tensors))
-        options = dict(prefix=prefix, norm_first=norm_first, activation=act, layer_norm_eps=layer_norm_eps,
-                       batch_first=batch_first, device=device, precision=precision)
+        options = _stack_options(prefix, norm_first, act, layer_norm_eps, batch_first, device, precision)
         return cls._made(native, (_stack_from_state_dict, (weights, num_heads, options)), batch_first)
 
     @classmethod
@@ -279,8 +278,7 @@ class TransformerStack:
         native = _native.TransformerStack.from_safetensors(
             p, num_heads, prefix, norm_first, act, float(layer_norm_eps), batch_first, _device(device), precision
         )
-        options = dict(prefix=prefix, norm_first=norm_first, activation=act, layer_norm_eps=layer_norm_eps,
-                       batch_first=batch_first, device=device, precision=precision)
+        options = _stack_options(prefix, norm_first, act, layer_norm_eps, batch_first, device, precision)
         return cls._made(native, (_stack_from_safetensors, (p, num_heads, options)), batch_first)
 
     @classmethod
@@ -330,6 +328,12 @@ class TransformerStack:
         return self._native.forward(a, mask, bool(is_causal))
 
     forward = __call__
+
+
+def _stack_options(prefix, norm_first, activation, layer_norm_eps, batch_first, device, precision):
+    """The keywords a pickled stack is rebuilt with."""
+    return dict(prefix=prefix, norm_first=norm_first, activation=activation, layer_norm_eps=layer_norm_eps,
+                batch_first=batch_first, device=device, precision=precision)
 
 
 def _stack_from_state_dict(weights, num_heads, options):
