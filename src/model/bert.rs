@@ -376,6 +376,38 @@ pub fn weights_file(dir: &Path) -> Result<TensorFile> {
     TensorFile::open(&st)
 }
 
+/// A batch of token ids made ready for the stack on the host: its padded embedding rows
+/// and key-padding mask ([`SentenceEmbedder::prepare_ids`]).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    ids: Vec<Vec<u32>>,
+    x: Vec<f32>,
+    pad: Vec<u32>,
+    seq: usize,
+}
+
+impl Prepared {
+    /// Inputs in the batch.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it holds no input.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Tokens the forward runs: inputs times the longest input.
+    pub fn padded_tokens(&self) -> usize {
+        self.ids.len() * self.seq
+    }
+
+    /// Tokens of the inputs themselves.
+    pub fn real_tokens(&self) -> usize {
+        self.ids.iter().map(Vec::len).sum()
+    }
+}
+
 /// Sentence embeddings from a BERT sentence encoder on the engine.
 pub struct SentenceEmbedder {
     cfg: BertConfig,
@@ -539,10 +571,29 @@ impl SentenceEmbedder {
     /// [`SentenceEmbedder::encode`] on inputs given as token ids (each `[CLS] ... [SEP]` as the
     /// tokenizer writes them, at most [`SentenceEmbedder::max_tokens`]).
     pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Encoded> {
-        for s in ids {
+        self.run_prepared(&self.prepare_ids(ids.to_vec())?)
+    }
+
+    /// The host's half of [`SentenceEmbedder::encode_ids`]: checks the ids and builds the
+    /// padded embedding rows and mask. A server builds the next batch with it while the
+    /// device runs the current one ([`SentenceEmbedder::run_prepared`]).
+    pub fn prepare_ids(&self, ids: Vec<Vec<u32>>) -> Result<Prepared> {
+        for s in &ids {
             self.check_ids(s)?;
         }
-        Ok(self.run(ids, &mut EmbedTiming::default())?.1)
+        let seq = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let (x, pad) = self.padded_inputs(&ids, seq);
+        Ok(Prepared { ids, x, pad, seq })
+    }
+
+    /// The forward and pooling of a batch from [`SentenceEmbedder::prepare_ids`].
+    pub fn run_prepared(&self, p: &Prepared) -> Result<Encoded> {
+        let e = self.cfg.hidden;
+        if p.ids.is_empty() {
+            return Ok(Encoded::default());
+        }
+        let y = self.stack.forward(&p.x, p.seq, p.ids.len(), Some(&p.pad))?;
+        Ok(self.pooled(&p.ids, &y, p.seq, e))
     }
 
     /// [`SentenceEmbedder::embed`], and where its time went.
@@ -572,12 +623,18 @@ impl SentenceEmbedder {
         let y = self.stack.forward(&x, seq, batch, Some(&pad))?;
         timing.forward_ms = ms(t);
         let t = Instant::now();
+        let out = self.pooled(ids, &y, seq, e);
+        timing.pool_ms = ms(t);
+        Ok((*timing, out))
+    }
+
+    /// Per sentence its token rows of the stack's output `y` (batch, seq, E), and their pool.
+    fn pooled(&self, ids: &[Vec<u32>], y: &[f32], seq: usize, e: usize) -> Encoded {
         let tokens: Vec<Vec<f32>> =
             ids.iter().enumerate().map(|(b, s)| y[b * seq * e..(b * seq + s.len()) * e].to_vec()).collect();
         let sentences = tokens.iter().map(|h| pool(h, e, self.cfg.pooling, self.cfg.normalize)).collect();
-        timing.pool_ms = ms(t);
         let token_counts = ids.iter().map(Vec::len).collect();
-        Ok((*timing, Encoded { sentences, tokens, token_counts }))
+        Encoded { sentences, tokens, token_counts }
     }
 
     /// The stack's input for `ids` padded to `seq`: batch-first (batch, seq, E) embedding

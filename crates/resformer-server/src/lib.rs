@@ -3,11 +3,12 @@
 //! most `max_batch_tokens` padded tokens, grouped by length. Admission is all-or-nothing per
 //! request and a refusal is an immediate 429 with `Retry-After`.
 //!
-//! The model runs on one dedicated thread (the batcher), never on the async runtime. A
-//! request whose client went away before its inputs ran is dropped from the queue.
+//! The model runs on its own threads ([`batcher`]), and tokenisation on tokio's blocking pool,
+//! never on the async runtime's workers. A request whose client went away before its inputs
+//! ran is dropped from the queue.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -22,7 +23,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+pub mod batcher;
 pub mod metrics;
+
+use batcher::{Batcher, Job};
 
 /// The server's limits and switches (the command line's flags).
 #[derive(Clone, Debug)]
@@ -61,20 +65,13 @@ impl Limits {
     }
 }
 
-/// One request's inputs on their way to the batcher.
-struct Job {
-    ids: Vec<Vec<u32>>,
-    queued: Instant,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
-}
-
 /// What every handler shares.
 pub struct AppState {
     model: Arc<SentenceEmbedder>,
     limits: Limits,
-    queue: mpsc::Sender<Job>,
+    queue: Batcher,
     admitted: AtomicUsize,
-    healthy: AtomicBool,
+    healthy: Arc<AtomicBool>,
     model_name: String,
     device: String,
     requests: AtomicUsize,
@@ -82,28 +79,27 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Loads nothing: wraps a loaded model, starts its batcher thread and warms it up.
+    /// Loads nothing: wraps a loaded model, starts its batcher threads and warms it up.
     pub fn new(model: SentenceEmbedder, limits: Limits, model_name: String) -> Arc<AppState> {
         let model = Arc::new(model);
-        let (tx, rx) = mpsc::channel::<Job>();
         let device = model.describe();
         let metrics = Arc::new(metrics::Metrics::default());
+        let healthy = Arc::new(AtomicBool::new(false));
+        let flag = healthy.clone();
+        let queue = Batcher::start(model.clone(), limits.max_batch_tokens, metrics.clone(), move |ok| {
+            flag.store(ok, Ordering::SeqCst)
+        });
         let state = Arc::new(AppState {
-            model: model.clone(),
-            limits: limits.clone(),
-            queue: tx,
+            model,
+            limits,
+            queue,
             admitted: AtomicUsize::new(0),
-            healthy: AtomicBool::new(false),
+            healthy,
             model_name,
             device,
             requests: AtomicUsize::new(0),
-            metrics: metrics.clone(),
+            metrics,
         });
-        let weak = Arc::downgrade(&state);
-        std::thread::Builder::new()
-            .name("resformer-batcher".into())
-            .spawn(move || batcher(model, limits.max_batch_tokens, rx, weak, metrics))
-            .expect("spawn the batcher thread");
         // warm-up: pipelines and the first plan before the first request
         let ok = state.model.embed(&["warm up"]).is_ok();
         state.healthy.store(ok, Ordering::SeqCst);
@@ -113,64 +109,6 @@ impl AppState {
     /// What runs the model, for reports.
     pub fn device(&self) -> &str {
         &self.device
-    }
-}
-
-/// Packs queued inputs into forwards of at most `max_tokens` padded tokens, longest first.
-fn batcher(
-    model: Arc<SentenceEmbedder>,
-    max_tokens: usize,
-    rx: mpsc::Receiver<Job>,
-    state: std::sync::Weak<AppState>,
-    metrics: Arc<metrics::Metrics>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while let Ok(j) = rx.try_recv() {
-            jobs.push(j);
-        }
-        // a client that went away: its inputs never run
-        jobs.retain(|j| !j.reply.is_closed());
-        for j in &jobs {
-            metrics.queued(j.queued.elapsed().as_secs_f64());
-        }
-        // every input of every job, longest first
-        let mut items: Vec<(usize, usize)> =
-            jobs.iter().enumerate().flat_map(|(j, job)| (0..job.ids.len()).map(move |i| (j, i))).collect();
-        items.sort_by_key(|&(j, i)| std::cmp::Reverse(jobs[j].ids[i].len()));
-        let mut results: Vec<Vec<Option<Vec<f32>>>> = jobs.iter().map(|j| vec![None; j.ids.len()]).collect();
-        let mut failed: Option<String> = None;
-        let mut start = 0;
-        while start < items.len() && failed.is_none() {
-            // the longest input of the batch sets its padded length
-            let longest = jobs[items[start].0].ids[items[start].1].len().max(1);
-            let take = (max_tokens / longest).max(1).min(items.len() - start);
-            let batch = &items[start..start + take];
-            let ids: Vec<Vec<u32>> = batch.iter().map(|&(j, i)| jobs[j].ids[i].clone()).collect();
-            let t = Instant::now();
-            let ran = model.encode_ids(&ids);
-            let real: usize = ids.iter().map(Vec::len).sum();
-            metrics.batch(ids.len(), longest * ids.len(), real, t.elapsed().as_secs_f64());
-            match ran {
-                Ok(out) => {
-                    for (&(j, i), v) in batch.iter().zip(out.sentences) {
-                        results[j][i] = Some(v);
-                    }
-                }
-                Err(e) => failed = Some(e.to_string()),
-            }
-            start += take;
-        }
-        if let Some(s) = state.upgrade() {
-            s.healthy.store(failed.is_none(), Ordering::SeqCst);
-        }
-        for (job, res) in jobs.into_iter().zip(results) {
-            let answer = match &failed {
-                Some(e) => Err(e.clone()),
-                None => Ok(res.into_iter().map(|v| v.unwrap_or_default()).collect()),
-            };
-            let _ = job.reply.send(answer);
-        }
     }
 }
 
@@ -244,6 +182,23 @@ fn admit(state: &AppState, n: usize, wire: Wire) -> Result<Admitted<'_>, ApiErro
             Err(now) => current = now,
         }
     }
+}
+
+/// [`to_ids`] on tokio's blocking pool for text, so tokenising a large request never holds an
+/// async worker.
+async fn tokenized(
+    state: &Arc<AppState>,
+    inputs: Inputs,
+    truncate: bool,
+    wire: Wire,
+) -> Result<Vec<Vec<u32>>, ApiError> {
+    if matches!(inputs, Inputs::Ids(_)) {
+        return to_ids(state, inputs, truncate, wire);
+    }
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || to_ids(&s, inputs, truncate, wire)).await.unwrap_or_else(|e| {
+        Err(ApiError::new(wire, StatusCode::INTERNAL_SERVER_ERROR, "server_error", format!("tokeniser: {e}")))
+    })
 }
 
 /// Texts (or token ids) to token ids, within the limits.
@@ -345,10 +300,7 @@ fn ids_of(a: &[Value]) -> Option<Vec<u32>> {
 /// Runs `ids` through the batcher, within the request timeout.
 async fn run(state: &AppState, ids: Vec<Vec<u32>>, wire: Wire) -> Result<Vec<Vec<f32>>, ApiError> {
     let (tx, rx) = oneshot::channel();
-    state
-        .queue
-        .send(Job { ids, queued: Instant::now(), reply: tx })
-        .map_err(|_| ApiError::new(wire, StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the batcher has stopped"))?;
+    state.queue.submit(Job { ids, queued: Instant::now(), reply: tx });
     match tokio::time::timeout(state.limits.request_timeout, rx).await {
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(e))) => Err(ApiError::new(wire, StatusCode::INTERNAL_SERVER_ERROR, "server_error", e)),
@@ -394,7 +346,7 @@ async fn openai_embeddings(State(state): State<Arc<AppState>>, body: axum::body:
     };
     let inputs = Inputs::parse(input, w, "input")?;
     let _admitted = admit(&state, inputs.len(), w)?;
-    let ids = to_ids(&state, inputs, state.limits.auto_truncate, w)?;
+    let ids = tokenized(&state, inputs, state.limits.auto_truncate, w).await?;
     let tokens: usize = ids.iter().map(Vec::len).sum();
     let vectors = run(&state, ids, w).await?;
     let data: Vec<Value> = vectors
@@ -443,7 +395,7 @@ async fn tei_embed(State(state): State<Arc<AppState>>, body: axum::body::Bytes) 
     }
     let inputs = Inputs::parse(&req.inputs, w, "inputs")?;
     let _admitted = admit(&state, inputs.len(), w)?;
-    let ids = to_ids(&state, inputs, req.truncate.unwrap_or(state.limits.auto_truncate), w)?;
+    let ids = tokenized(&state, inputs, req.truncate.unwrap_or(state.limits.auto_truncate), w).await?;
     let mut vectors = run(&state, ids, w).await?;
     // TEI normalises unless told not to; a model with a Normalize module is unit-length anyway
     if req.normalize.unwrap_or(true) {

@@ -51,6 +51,7 @@ struct Inner {
     tokenize_seconds: Histogram,
     inference_seconds: Histogram,
     padding_waste: u64,
+    cancelled: u64,
 }
 
 /// Everything `/metrics` reports.
@@ -69,6 +70,7 @@ impl Default for Metrics {
                 tokenize_seconds: Histogram::new(SECONDS),
                 inference_seconds: Histogram::new(SECONDS),
                 padding_waste: 0,
+                cancelled: 0,
             }),
         }
     }
@@ -92,6 +94,11 @@ impl Metrics {
             m.padding_waste += (padded - real.min(padded)) as u64;
             m.inference_seconds.observe(seconds);
         });
+    }
+
+    /// Inputs dropped before they ran because their client went away.
+    pub fn cancelled(&self, inputs: usize) {
+        self.with(|m| m.cancelled += inputs as u64);
     }
 
     /// Time a request's inputs waited in the queue.
@@ -119,6 +126,7 @@ impl Metrics {
             m.tokenize_seconds.render(&mut out, "resformer_tokenize_seconds", "Tokenisation time per request");
             m.inference_seconds.render(&mut out, "resformer_inference_seconds", "Time per forward");
             let _ = writeln!(out, "# HELP resformer_padding_waste_tokens_total Padded minus real tokens over all forwards\n# TYPE resformer_padding_waste_tokens_total counter\nresformer_padding_waste_tokens_total {}", m.padding_waste);
+            let _ = writeln!(out, "# HELP resformer_cancelled_inputs_total Inputs dropped unrun because their client went away\n# TYPE resformer_cancelled_inputs_total counter\nresformer_cancelled_inputs_total {}", m.cancelled);
             out
         })
     }

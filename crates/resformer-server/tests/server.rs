@@ -257,3 +257,51 @@ async fn sigterm_finishes_the_requests_in_flight_and_exits_0() {
     .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+fn metric(text: &str, name: &str) -> f64 {
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_has_its_queued_inputs_dropped_unrun() {
+    // the reference kernels and small batches: the first request runs for a while in many
+    // forwards, and the second (longer inputs, so none fits beside the first's) queues behind it
+    let s = start(&["--device", "reference", "--max-batch-tokens", "128"]);
+    let c = reqwest::Client::new();
+    let first: Vec<String> = (0..400).map(|j| format!("input {j} {}", "w ".repeat(30))).collect();
+    let url = format!("{}/v1/embeddings", s.url);
+    let (c1, u1) = (c.clone(), url.clone());
+    let running = tokio::spawn(async move {
+        let st = c1.post(u1).json(&json!({"input": first})).send().await.unwrap().status().as_u16();
+        (st, std::time::Instant::now())
+    });
+    // the second request comes once the first is running
+    let metrics = format!("{}/metrics", s.url);
+    for _ in 0..600 {
+        let text = c.get(&metrics).send().await.unwrap().text().await.unwrap();
+        if metric(&text, "resformer_batch_size_count") > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let quitter = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let second: Vec<String> = (0..8).map(|j| format!("left {j} {}", "x ".repeat(60))).collect();
+    let gone = quitter.post(&url).json(&json!({"input": second})).send().await;
+    assert!(gone.is_err_and(|e| e.is_timeout()), "the second request should have timed out on the client");
+    let left = std::time::Instant::now();
+    let (status, finished) = tokio::time::timeout(Duration::from_secs(120), running).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert!(finished > left, "the first request ended before the second left: the test proved nothing");
+    // the batcher notices at its next batch; give it a moment once the queue is idle
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = c.get(&metrics).send().await.unwrap().text().await.unwrap();
+        if metric(&text, "resformer_cancelled_inputs_total") > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&text, "resformer_cancelled_inputs_total"), 8.0, "{text}");
+    assert_eq!(metric(&text, "resformer_batch_size_sum"), 400.0, "only the first request's inputs ran:\n{text}");
+}
