@@ -71,10 +71,12 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the scheduler and the worker on `model`. `healthy` is set after every forward.
+    /// Starts the scheduler and the worker on `model`, for batches of at most `max_tokens` padded
+    /// tokens and `max_inputs` inputs. `on_forward` hears whether each forward succeeded.
     pub fn start(
         model: Arc<SentenceEmbedder>,
         max_tokens: usize,
+        max_inputs: usize,
         metrics: Arc<Metrics>,
         on_forward: impl Fn(bool) + Send + 'static,
     ) -> Batcher {
@@ -87,7 +89,8 @@ impl Batcher {
             .name("resformer-worker".into())
             .spawn(move || worker(worker_model, work_rx, back, worker_metrics, on_forward))
             .expect("spawn the worker thread");
-        let sched = Scheduler { model, max_tokens, metrics, jobs: BTreeMap::new(), next_id: 0, in_flight: 0 };
+        let sched =
+            Scheduler { model, max_tokens, max_inputs, metrics, jobs: BTreeMap::new(), next_id: 0, in_flight: 0 };
         let mb = mailbox.clone();
         std::thread::Builder::new()
             .name("resformer-batcher".into())
@@ -122,6 +125,7 @@ struct Pending {
 struct Scheduler {
     model: Arc<SentenceEmbedder>,
     max_tokens: usize,
+    max_inputs: usize,
     metrics: Arc<Metrics>,
     /// By arrival: the first key is the oldest request.
     jobs: BTreeMap<u64, Pending>,
@@ -226,7 +230,7 @@ impl Scheduler {
 
     /// The inputs of the next forward ([`pick`]), marked as handed over.
     fn next_batch(&mut self) -> Vec<(u64, usize)> {
-        let items = pick(&self.jobs, self.max_tokens);
+        let items = pick(&self.jobs, self.max_tokens, self.max_inputs);
         for &(j, i) in &items {
             let p = self.jobs.get_mut(&j).expect("present");
             if p.waiting.iter().all(|&w| w) {
@@ -240,8 +244,9 @@ impl Scheduler {
 
 /// The inputs of the next forward, as (request, input): the oldest request's waiting inputs
 /// first, so none starves, then any others, longest first, while the batch's padded size
-/// (inputs times its longest) stays within `max_tokens`. One input over the budget runs alone.
-fn pick(jobs: &BTreeMap<u64, Pending>, max_tokens: usize) -> Vec<(u64, usize)> {
+/// (inputs times its longest) stays within `max_tokens`, and at most `max_inputs` of them. One
+/// input over the budget runs alone.
+fn pick(jobs: &BTreeMap<u64, Pending>, max_tokens: usize, max_inputs: usize) -> Vec<(u64, usize)> {
     let mut waiting: Vec<(bool, usize, u64, usize)> = Vec::new();
     let mut oldest = None;
     for (&j, p) in jobs {
@@ -253,6 +258,9 @@ fn pick(jobs: &BTreeMap<u64, Pending>, max_tokens: usize) -> Vec<(u64, usize)> {
     waiting.sort_by_key(|&(later, len, j, i)| (later, std::cmp::Reverse(len), j, i));
     let (mut longest, mut items) = (0, Vec::new());
     for (_, len, j, i) in waiting {
+        if items.len() == max_inputs.max(1) {
+            break;
+        }
         let l = longest.max(len.max(1));
         if !items.is_empty() && l * (items.len() + 1) > max_tokens {
             continue;
@@ -310,15 +318,17 @@ mod tests {
     #[test]
     fn the_oldest_request_goes_first_then_the_longest_inputs_that_fit() {
         // 10 from the oldest; then 20 (2 x 20 = 40) and 7 (3 x 20 = 60) fit; 3 (4 x 20) does not
-        assert_eq!(pick(&queue(&[&[10], &[3, 20, 7]]), 60), vec![(0, 0), (1, 1), (1, 2)]);
+        assert_eq!(pick(&queue(&[&[10], &[3, 20, 7]]), 60, 99), vec![(0, 0), (1, 1), (1, 2)]);
         // the oldest's short inputs are never passed over for a newer request's long ones
-        assert_eq!(pick(&queue(&[&[5, 5, 5], &[50; 10]]), 100), vec![(0, 0), (0, 1), (0, 2)]);
+        assert_eq!(pick(&queue(&[&[5, 5, 5], &[50; 10]]), 100, 99), vec![(0, 0), (0, 1), (0, 2)]);
+        // --max-batch-requests caps the inputs whatever the budget
+        assert_eq!(pick(&queue(&[&[10], &[3, 20, 7]]), 60, 2), vec![(0, 0), (1, 1)]);
     }
 
     #[test]
     fn every_batch_fits_the_budget_and_every_input_runs_exactly_once() {
         let mut rng = resformer::rng::Rng::new(7);
-        for budget in [1, 17, 64, 300] {
+        for (budget, cap) in [(1, 9), (17, 2), (64, 5), (300, 1000)] {
             let lens: Vec<Vec<usize>> = (0..9)
                 .map(|_| (0..1 + (rng.next_u64() % 6) as usize).map(|_| 1 + (rng.next_u64() % 40) as usize).collect())
                 .collect();
@@ -326,12 +336,13 @@ mod tests {
             let mut jobs = queue(&refs);
             let mut seen = std::collections::BTreeSet::new();
             loop {
-                let items = pick(&jobs, budget);
+                let items = pick(&jobs, budget, cap);
                 if items.is_empty() {
                     break;
                 }
                 let longest = items.iter().map(|&(j, i)| jobs[&j].ids[i].len()).max().unwrap();
                 assert!(items.len() == 1 || longest * items.len() <= budget, "budget {budget}: {items:?}");
+                assert!(items.len() <= cap, "cap {cap}: {items:?}");
                 for &(j, i) in &items {
                     assert!(seen.insert((j, i)), "input {i} of request {j} twice");
                     jobs.get_mut(&j).unwrap().waiting[i] = false;

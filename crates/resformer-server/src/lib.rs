@@ -33,6 +33,8 @@ use batcher::{Batcher, Job};
 pub struct Limits {
     /// Padded tokens per forward.
     pub max_batch_tokens: usize,
+    /// Inputs per forward.
+    pub max_batch_requests: usize,
     /// Inputs admitted at once, over all requests.
     pub max_concurrent_requests: usize,
     /// Inputs in one request.
@@ -54,6 +56,7 @@ impl Limits {
     pub fn defaults(max_tokens: usize) -> Limits {
         Limits {
             max_batch_tokens: 16384,
+            max_batch_requests: usize::MAX,
             max_concurrent_requests: 512,
             max_client_batch_size: 2048,
             max_input_tokens: max_tokens,
@@ -86,9 +89,13 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::default());
         let healthy = Arc::new(AtomicBool::new(false));
         let flag = healthy.clone();
-        let queue = Batcher::start(model.clone(), limits.max_batch_tokens, metrics.clone(), move |ok| {
-            flag.store(ok, Ordering::SeqCst)
-        });
+        let queue = Batcher::start(
+            model.clone(),
+            limits.max_batch_tokens,
+            limits.max_batch_requests,
+            metrics.clone(),
+            move |ok| flag.store(ok, Ordering::SeqCst),
+        );
         let state = Arc::new(AppState {
             model,
             limits,
@@ -435,6 +442,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         "device": state.device,
         "version": env!("CARGO_PKG_VERSION"),
         "max_batch_tokens": l.max_batch_tokens,
+        "max_batch_requests": (l.max_batch_requests != usize::MAX).then_some(l.max_batch_requests),
         "max_concurrent_requests": l.max_concurrent_requests,
         "max_client_batch_size": l.max_client_batch_size,
         "auto_truncate": l.auto_truncate,

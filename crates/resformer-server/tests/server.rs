@@ -305,3 +305,31 @@ async fn a_client_that_disconnects_has_its_queued_inputs_dropped_unrun() {
     assert_eq!(metric(&text, "resformer_cancelled_inputs_total"), 8.0, "{text}");
     assert_eq!(metric(&text, "resformer_batch_size_sum"), 400.0, "only the first request's inputs ran:\n{text}");
 }
+
+#[tokio::test]
+async fn a_request_that_waits_past_request_timeout_gets_503_with_the_error_body() {
+    let s = start(&["--device", "reference", "--request-timeout", "50ms", "--max-batch-tokens", "128"]);
+    let c = reqwest::Client::new();
+    let input: Vec<String> = (0..400).map(|j| format!("input {j} {}", "w ".repeat(30))).collect();
+    let t = std::time::Instant::now();
+    let (st, v) = post(&c, &format!("{}/v1/embeddings", s.url), json!({"input": input})).await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["type"], "timeout", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("50ms"), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(5), "answered at the timeout, not after the work");
+    let (st, v) = post(&c, &format!("{}/embed", s.url), json!({"inputs": "short"})).await;
+    assert_eq!(st, 200, "a short request still fits the timeout: {v}");
+}
+
+#[tokio::test]
+async fn max_batch_requests_caps_the_inputs_of_every_forward() {
+    let s = start(&["--max-batch-requests", "3"]);
+    let c = reqwest::Client::new();
+    let texts: Vec<String> = (0..10).map(|i| format!("text number {i}")).collect();
+    let (st, v) = post(&c, &format!("{}/v1/embeddings", s.url), json!({"input": texts})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 10);
+    let text = c.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "resformer_batch_size_sum"), 10.0, "{text}");
+    assert_eq!(metric(&text, "resformer_batch_size_count"), 4.0, "3 + 3 + 3 + 1:\n{text}");
+}
