@@ -117,7 +117,9 @@ fn main(
     // 5. normalise and store this lane's chunks; no visible key -> NaN (0/0 in PyTorch's softmax)
     if (live) {
         let o_base = (s * p.row_seq + b * p.row_batch) * p.out_stride + h * d_n;
-        let nan = bitcast<f32>(0x7fc00000u);
+        // a runtime NaN: WGSL makes a constant expression that is NaN a shader-creation error
+        // (Tint, in the browser, enforces it; naga does not)
+        let nan = bitcast<f32>(0x7fc00000u | (p.seq & 0u));
         for (var i = 0u; i < D4; i++) {
             let d0 = (r + 4u * i) * 4u;
             for (var c = 0u; c < 4u; c++) {

@@ -132,7 +132,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_invocation_id) l
     // 5. normalise and store; no visible key -> NaN (0/0 in PyTorch's softmax)
     if (live) {
         let o_base = (s * p.row_seq + b * p.row_batch) * p.out_stride + h * d_n;
-        let nan = bitcast<f32>(0x7fc00000u);
+        // a runtime NaN: WGSL makes a constant expression that is NaN a shader-creation error
+        // (Tint, in the browser, enforces it; naga does not)
+        let nan = bitcast<f32>(0x7fc00000u | (p.seq & 0u));
         for (var d = 0u; d < d_n; d++) {
             out[o_base + d] = select(acc[d] / l, nan, l == 0.0);
         }

@@ -35,7 +35,7 @@ use crate::kernels::KernelPolicy;
 use crate::model::bert::SentenceEmbedder;
 use crate::model::host::HostKernels;
 use crate::model::vit::VitClassifier;
-use crate::model::{cpu_label, BlockConfig, GpuStack, Placement, Stack, StackWeights};
+use crate::model::{cpu_label, BlockConfig, GpuStack, ModelFiles, Placement, Stack, StackWeights};
 
 /// Where an engine runs: one spelling for every front end (`--device`, Python's `device=`,
 /// the server's `--device`).
@@ -281,5 +281,15 @@ impl Engine {
     /// Loads the ViT classifier in `dir` (config.json, model.safetensors).
     pub fn load_vit(&self, dir: &Path) -> Result<VitClassifier> {
         VitClassifier::load(dir, &self.place)
+    }
+
+    /// [`Engine::load_bert`] of files on disk or in memory (a browser's fetches).
+    pub fn load_bert_files(&self, files: &ModelFiles<'_>) -> Result<SentenceEmbedder> {
+        SentenceEmbedder::load_files(files, &self.place)
+    }
+
+    /// [`Engine::load_vit`] of files on disk or in memory.
+    pub fn load_vit_files(&self, files: &ModelFiles<'_>) -> Result<VitClassifier> {
+        VitClassifier::load_files(files, &self.place)
     }
 }

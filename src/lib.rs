@@ -64,6 +64,7 @@ pub use device::{list_adapters, AdapterChoice, AdapterSummary, Gpu, GpuOptions};
 pub use engine::{Device, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use kernels::KernelPolicy;
+pub use model::ModelFiles;
 pub use tensor::{DType, Tensor};
 
 /// The README's Rust examples compile as doc tests, so the README shows the real API.

@@ -186,7 +186,7 @@ fn tuned(gpu: &Gpu, policy: &KernelPolicy, m: usize, n: usize, k: usize) -> Matm
     if !tunes(policy.tune, gpu) {
         return default;
     }
-    let started = std::time::Instant::now();
+    let started = web_time::Instant::now();
     let tile = match measure_matmul(gpu, (m, n, k), &candidates(gpu), 5) {
         Ok(rows) if !rows.is_empty() => rows[0].variant,
         _ => default,

@@ -1,7 +1,7 @@
 //! The device's peak FLOP/s and bandwidth: published figures for known GPUs, else an FMA and a
 //! copy microbenchmark run on the device.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use crate::device::Gpu;
 use crate::error::Result;

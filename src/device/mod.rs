@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use web_time::Instant;
 
 use crate::error::{Error, Result};
 use crate::shaders::Shader;
@@ -548,7 +548,7 @@ impl Gpu {
     pub(crate) fn buffer(&self, desc: &wgpu::BufferDescriptor<'_>) -> Result<TrackedBuffer> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(desc);
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope_error(scope, &self.uncaptured) {
             return Err(Error::Gpu(format!("allocating {} bytes: {e}", desc.size)));
         }
         self.allocated.fetch_add(desc.size, Ordering::Relaxed);
@@ -588,7 +588,7 @@ impl Gpu {
             compilation_options: Default::default(),
             cache: self.pipeline_cache.as_ref().map(|c| &c.cache),
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope_error(scope, &self.uncaptured) {
             return Err(Error::Shader { kernel: shader.name, reason: e.to_string() });
         }
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
@@ -621,16 +621,65 @@ impl Gpu {
     }
 }
 
-/// Maps a MAP_READ buffer, copies its bytes out and unmaps it.
+/// The error an error scope caught. Natively the scope is waited for. In the browser its answer
+/// arrives on the event loop, which cannot run while this waits, so it is not waited for there:
+/// such an error is kept when it arrives, as the uncaptured ones are, for [`Gpu::check`].
+fn scope_error(scope: wgpu::ErrorScopeGuard, uncaptured: &Arc<Mutex<Option<String>>>) -> Option<wgpu::Error> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = uncaptured;
+        pollster::block_on(scope.pop())
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let (popped, slot) = (scope.pop(), uncaptured.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(e) = popped.await {
+                slot.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+            }
+        });
+        None
+    }
+}
+
+/// Maps a MAP_READ buffer, copies its bytes out and unmaps it: [`read_mapped_bytes_async`],
+/// waited for. Not in the browser, where a map resolves only on the event loop: the async
+/// forms of the forwards are the web's.
 pub(crate) fn read_mapped_bytes(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    blocking(read_mapped_bytes_async(gpu, staging))
+}
+
+/// Waits for `f` natively: how each blocking GPU call wraps its async form. In the browser
+/// nothing may block the event loop, so there it refuses, naming the async forms.
+pub(crate) fn blocking<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return pollster::block_on(f);
+    #[cfg(target_arch = "wasm32")]
+    {
+        drop(f);
+        Err(Error::Gpu(
+            "a blocking GPU call cannot finish in the browser: use the async forms (forward_async, encode_async, logits_async)"
+                .into(),
+        ))
+    }
+}
+
+/// Maps a MAP_READ buffer, copies its bytes out and unmaps it. Natively the device is polled
+/// until the map is done; in the browser the map resolves on the event loop, and this waits
+/// for it without blocking.
+pub(crate) async fn read_mapped_bytes_async(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let slot = Arc::new(Mutex::new(MapSlot::default()));
+    let filled = slot.clone();
     staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
+        let mut s = filled.lock().unwrap_or_else(|p| p.into_inner());
+        s.result = Some(r.map_err(|e| e.to_string()));
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
     });
+    #[cfg(not(target_arch = "wasm32"))]
     gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("buffer mapping was dropped".into()))?
-        .map_err(|e| Error::Gpu(format!("buffer mapping failed: {e}")))?;
+    MapDone(slot).await.map_err(|e| Error::Gpu(format!("buffer mapping failed: {e}")))?;
     let out = {
         let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("mapped range: {e}")))?;
         view.to_vec()
@@ -638,6 +687,31 @@ pub(crate) fn read_mapped_bytes(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec
     staging.unmap();
     gpu.check()?;
     Ok(out)
+}
+
+/// Where a `map_async` callback leaves its result for [`MapDone`].
+#[derive(Default)]
+struct MapSlot {
+    result: Option<std::result::Result<(), String>>,
+    waker: Option<std::task::Waker>,
+}
+
+/// A future that resolves when the map callback has filled its slot.
+struct MapDone(Arc<Mutex<MapSlot>>);
+
+impl std::future::Future for MapDone {
+    type Output = std::result::Result<(), String>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match s.result.take() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
 }
 
 /// The runtime checks every resformer module is built with: wgpu's defaults less

@@ -2,7 +2,7 @@
 //! them, else with the wall clock around a device sync; and host closures. The tuner, the
 //! benches and `embed --speed` all time through here.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use super::{read_mapped_bytes, Gpu};
 use crate::error::{Error, Result};

@@ -49,13 +49,13 @@
 //! ```
 
 use std::path::Path;
-use std::time::Instant;
+use web_time::Instant;
 
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::io::TensorFile;
 use super::steps::Edge;
-use super::{BlockConfig, BlockWeights, Placement, Stack, StackWeights};
+use super::{BlockConfig, BlockWeights, ModelFiles, Placement, Stack, StackWeights};
 use crate::error::{Error, Result};
 use crate::ops::Activation;
 
@@ -121,18 +121,15 @@ impl BertConfig {
 
     /// Reads the configuration of the sentence-transformers directory `dir`.
     pub fn from_dir(dir: &Path) -> Result<BertConfig> {
-        let read = |name: &str| -> Result<Option<serde_json::Value>> {
-            let path = dir.join(name);
-            if !path.exists() {
-                return Ok(None);
-            }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
-            serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| Error::File { path: path.display().to_string(), reason: format!("not JSON: {e}") })
-        };
-        let bad = |file: &str, reason: String| Error::File { path: dir.join(file).display().to_string(), reason };
+        BertConfig::from_files(&ModelFiles::Dir(dir))
+    }
+
+    /// Reads the configuration from a sentence-transformers model's files (config.json,
+    /// modules.json, the Pooling module's config, sentence_bert_config.json,
+    /// tokenizer_config.json), on disk or in memory.
+    pub fn from_files(files: &ModelFiles<'_>) -> Result<BertConfig> {
+        let read = |name: &str| files.json(name);
+        let bad = |file: &str, reason: String| Error::File { path: files.path(file), reason };
         let config =
             read("config.json")?.ok_or_else(|| bad("config.json", "missing: a BERT directory has one".into()))?;
         let model_type = config["model_type"].as_str().unwrap_or("");
@@ -352,11 +349,16 @@ pub fn load_weights(file: &TensorFile, cfg: &BertConfig) -> Result<(StackWeights
 /// Loads a tokenizer.json as sentence-transformers uses it: no fixed padding, truncation at
 /// `max_tokens` tokens.
 pub fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer> {
-    let err = |reason: String| Error::File { path: path.display().to_string(), reason };
-    if !path.exists() {
-        return Err(err("missing: the encoder needs the model's tokenizer.json".into()));
-    }
-    let mut tok = Tokenizer::from_file(path).map_err(|e| err(format!("cannot load tokenizer: {e}")))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    tokenizer_from(&ModelFiles::Dir(dir), &file, max_tokens)
+}
+
+/// [`load_tokenizer`] of the model's `file`, on disk or in memory.
+pub fn tokenizer_from(files: &ModelFiles<'_>, file: &str, max_tokens: usize) -> Result<Tokenizer> {
+    let err = |reason: String| Error::File { path: files.path(file), reason };
+    let bytes = files.read(file)?.ok_or_else(|| err("missing: the encoder needs the model's tokenizer.json".into()))?;
+    let mut tok = Tokenizer::from_bytes(&bytes).map_err(|e| err(format!("cannot load tokenizer: {e}")))?;
     tok.with_padding(None);
     tok.with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
         .map_err(|e| err(format!("truncation: {e}")))?;
@@ -366,14 +368,19 @@ pub fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer> {
 /// The weights file of `dir`: `model.safetensors`, or an error that says what to do when there
 /// is only `pytorch_model.bin`.
 pub fn weights_file(dir: &Path) -> Result<TensorFile> {
-    let st = dir.join("model.safetensors");
-    if !st.exists() && dir.join("pytorch_model.bin").exists() {
+    weights_from(&ModelFiles::Dir(dir))
+}
+
+/// [`weights_file`] of the model's files, on disk or in memory.
+pub fn weights_from(files: &ModelFiles<'_>) -> Result<TensorFile> {
+    let has = |f: &str| files.read(f).map(|b| b.is_some());
+    if !has("model.safetensors")? && has("pytorch_model.bin")? {
         return Err(Error::File {
-            path: dir.join("pytorch_model.bin").display().to_string(),
+            path: files.path("pytorch_model.bin"),
             reason: "only pickled PyTorch weights: save the model as model.safetensors (SentenceTransformer.save with safe_serialization, or safetensors.torch.save_file)".into(),
         });
     }
-    TensorFile::open(&st)
+    files.tensors("model.safetensors")
 }
 
 /// A batch of token ids made ready for the stack on the host: its padded embedding rows
@@ -436,13 +443,17 @@ impl SentenceEmbedder {
     /// model.safetensors, tokenizer.json; see [`BertConfig::from_dir`]) onto `place`
     /// (`Engine::load_minilm` does this on the engine's device).
     pub fn load(dir: &Path, place: &Placement) -> Result<SentenceEmbedder> {
-        let cfg = BertConfig::from_dir(dir)?;
-        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), cfg.max_tokens)?;
-        let file = weights_file(dir)?;
+        SentenceEmbedder::load_files(&ModelFiles::Dir(dir), place)
+    }
+
+    /// [`SentenceEmbedder::load`] of a model's files, on disk or in memory (the browser's).
+    pub fn load_files(files: &ModelFiles<'_>, place: &Placement) -> Result<SentenceEmbedder> {
+        let cfg = BertConfig::from_files(files)?;
+        let tokenizer = tokenizer_from(files, "tokenizer.json", cfg.max_tokens)?;
+        let file = weights_from(files)?;
         let (weights, embeddings) = load_weights(&file, &cfg)?;
         let stack = place.load_stack(weights, cfg.block())?;
-        let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(SentenceEmbedder::new(cfg, tokenizer, embeddings, stack, name))
+        Ok(SentenceEmbedder::new(cfg, tokenizer, embeddings, stack, files.name()))
     }
 
     /// all-MiniLM-L6-v2's shapes with seeded random weights and `dir/tokenizer.json` (no
@@ -588,12 +599,23 @@ impl SentenceEmbedder {
 
     /// The forward and pooling of a batch from [`SentenceEmbedder::prepare_ids`].
     pub fn run_prepared(&self, p: &Prepared) -> Result<Encoded> {
-        let e = self.cfg.hidden;
         if p.ids.is_empty() {
             return Ok(Encoded::default());
         }
         let y = self.stack.forward(&p.x, p.seq, p.ids.len(), Some(&p.pad))?;
-        Ok(self.pooled(&p.ids, &y, p.seq, e))
+        Ok(self.pooled(&p.ids, &y, p.seq, self.cfg.hidden))
+    }
+
+    /// [`SentenceEmbedder::encode`] without blocking, for the browser: the forward's readback
+    /// is awaited ([`Stack::forward_async`]).
+    pub async fn encode_async(&self, sentences: &[&str]) -> Result<Encoded> {
+        let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
+        let p = self.prepare_ids(ids)?;
+        if p.ids.is_empty() {
+            return Ok(Encoded::default());
+        }
+        let y = self.stack.forward_async(&p.x, p.seq, p.ids.len(), Some(&p.pad)).await?;
+        Ok(self.pooled(&p.ids, &y, p.seq, self.cfg.hidden))
     }
 
     /// [`SentenceEmbedder::embed`], and where its time went.

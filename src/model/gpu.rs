@@ -16,7 +16,7 @@ use crate::kernels::layernorm::{prepare_layernorm_variant, LayernormVariant};
 use crate::kernels::residual_add::prepare_residual_add;
 use crate::kernels::{record_all, Dispatch, KernelPolicy};
 use crate::ops::Activation;
-use crate::tensor::{read_mapped, DType, Tensor};
+use crate::tensor::{DType, Tensor};
 use crate::tune::prepare_matmul;
 
 /// Plans kept per stack; the least recently used goes first.
@@ -328,10 +328,22 @@ impl GpuStack {
     /// a single sequence that does not fit is refused with
     /// [`Error::LimitExceeded`].
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
+        crate::device::blocking(self.forward_async(x, seq, batch, key_pad))
+    }
+
+    /// [`GpuStack::forward`] without blocking: the readback is awaited, so it runs in a
+    /// browser's event loop (natively it polls the device, as the blocking form does).
+    pub async fn forward_async(
+        &self,
+        x: &[f32],
+        seq: usize,
+        batch: usize,
+        key_pad: Option<&[u32]>,
+    ) -> Result<Vec<f32>> {
         super::check_input(self.input, x, seq, batch, key_pad)?;
         let per = self.batch_per_plan(seq, batch)?;
         if per >= batch {
-            return self.forward_whole(x, seq, batch, key_pad);
+            return self.forward_whole(x, seq, batch, key_pad).await;
         }
         let (ci, co) = (self.layout.in_cols(), self.layout.out_cols());
         // token row of (b, s) in the full and in a sub-batch of `n` elements
@@ -347,7 +359,7 @@ impl GpuStack {
                 }
             }
             let mask = key_pad.map(|m| m[b0 * seq..(b0 + n) * seq].to_vec());
-            let ys = self.forward_whole(&xs, seq, n, mask.as_deref())?;
+            let ys = self.forward_whole(&xs, seq, n, mask.as_deref()).await?;
             for b in 0..n {
                 for s in 0..seq {
                     let (dst, src) = (row(b0 + b, s, batch), row(b, s, n));
@@ -358,7 +370,12 @@ impl GpuStack {
         Ok(out)
     }
 
-    fn forward_whole(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
+    // The plan's lock is held until its staging buffer is read back: a second forward of this
+    // shape must not overwrite the buffers meanwhile. Natively the future runs to the end on
+    // the calling thread (block_on), as the blocking read did; in a page the one thread runs
+    // one call at a time (resformer-web queues them), so the lock is never contended there.
+    #[allow(clippy::await_holding_lock)]
+    async fn forward_whole(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         let plan = self.plan(PlanKey { seq, batch, masked: key_pad.is_some() })?;
         let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*self.gpu;
@@ -369,7 +386,8 @@ impl GpuStack {
         let mut enc = gpu.encoder("resformer.forward");
         self.record_plan(&mut enc, &plan, &plan.upload, plan.mask_upload.as_deref(), &plan.staging);
         gpu.queue.submit([enc.finish()]);
-        let out = read_mapped(gpu, &plan.staging)?;
+        let out: Vec<f32> =
+            bytemuck::pod_collect_to_vec(&crate::device::read_mapped_bytes_async(gpu, &plan.staging).await?);
         let want = seq * batch * self.layout.out_cols();
         if out.len() != want {
             return Err(Error::Gpu(format!("read {} values back, expected {want}", out.len())));

@@ -7,6 +7,7 @@ pub mod block;
 pub mod budget;
 pub mod check;
 pub mod config;
+pub mod files;
 pub mod fixture;
 pub mod gpu;
 pub mod host;
@@ -16,6 +17,7 @@ pub mod vit;
 pub mod weights;
 
 pub use config::{BlockConfig, Precision};
+pub use files::ModelFiles;
 pub use gpu::GpuStack;
 pub use weights::{BlockWeights, StackWeights};
 
@@ -133,11 +135,29 @@ impl Stack {
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
-            Stack::Cpu { weights, cfg, kernels } => {
-                check_input(InputSpec::new(&weights.layout(cfg), &weights.edges()), x, seq, batch, key_pad)?;
-                Ok(host::forward_with(*kernels, weights, cfg, x, seq, batch, key_pad))
-            }
+            Stack::Cpu { .. } => self.forward_host(x, seq, batch, key_pad),
         }
+    }
+
+    /// [`Stack::forward`] without blocking, for the browser ([`GpuStack::forward_async`]); the
+    /// host path runs as it is.
+    pub async fn forward_async(
+        &self,
+        x: &[f32],
+        seq: usize,
+        batch: usize,
+        key_pad: Option<&[u32]>,
+    ) -> Result<Vec<f32>> {
+        match self {
+            Stack::Gpu(s) => s.forward_async(x, seq, batch, key_pad).await,
+            Stack::Cpu { .. } => self.forward_host(x, seq, batch, key_pad),
+        }
+    }
+
+    fn forward_host(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
+        let Stack::Cpu { weights, cfg, kernels } = self else { unreachable!("forward_host on a GPU stack") };
+        check_input(InputSpec::new(&weights.layout(cfg), &weights.edges()), x, seq, batch, key_pad)?;
+        Ok(host::forward_with(*kernels, weights, cfg, x, seq, batch, key_pad))
     }
 }
 

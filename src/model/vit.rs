@@ -21,9 +21,8 @@
 use std::path::Path;
 
 use super::host::{forward_with, HostKernels};
-use super::io::TensorFile;
 use super::steps::Edge;
-use super::{BlockConfig, BlockWeights, Placement, Stack, StackWeights};
+use super::{BlockConfig, BlockWeights, ModelFiles, Placement, Stack, StackWeights};
 use crate::error::{Error, Result};
 use crate::ops::{Activation, AttentionConfig, MatmulShape};
 use crate::reference;
@@ -137,12 +136,15 @@ impl VitClassifier {
     /// `cls_token`, `pos_embed`, `blocks.{i}.…`, `norm`, `head`) onto `place`
     /// (`Engine::load_vit` does this on the engine's device).
     pub fn load(dir: &Path, place: &Placement) -> Result<VitClassifier> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|source| Error::Io { path: cfg_path.display().to_string(), source })?;
-        let cfg: VitConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::File { path: cfg_path.display().to_string(), reason: e.to_string() })?;
-        let file = TensorFile::open(&dir.join("model.safetensors"))?;
+        VitClassifier::load_files(&ModelFiles::Dir(dir), place)
+    }
+
+    /// [`VitClassifier::load`] of the model's files, on disk or in memory (the browser's).
+    pub fn load_files(files: &ModelFiles<'_>, place: &Placement) -> Result<VitClassifier> {
+        let missing = || Error::File { path: files.path("config.json"), reason: "missing".into() };
+        let cfg: VitConfig = serde_json::from_value(files.json("config.json")?.ok_or_else(missing)?)
+            .map_err(|e| Error::File { path: files.path("config.json"), reason: e.to_string() })?;
+        let file = files.tensors("model.safetensors")?;
         let (e, p, t, c) = (cfg.embed, cfg.patch_values(), cfg.tokens(), cfg.classes);
         let get = |name: &str, shape: &[usize]| file.get_shaped(name, shape).map(|h| h.data);
         let patch_w = get("patch_embed.weight", &[e, p])?;
@@ -241,9 +243,23 @@ impl VitClassifier {
         let tokens = self.tokens(images)?;
         // logits of every token row (B·T, C): one forward of the whole step list
         let all = self.stack.forward(&tokens, self.cfg.tokens(), images.len(), None)?;
-        // each image's class-token row
+        Ok(self.class_rows(&all, images.len()))
+    }
+
+    /// [`VitClassifier::logits`] without blocking, for the browser ([`Stack::forward_async`]).
+    pub async fn logits_async(&self, images: &[&[f32]]) -> Result<Vec<f32>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens = self.tokens(images)?;
+        let all = self.stack.forward_async(&tokens, self.cfg.tokens(), images.len(), None).await?;
+        Ok(self.class_rows(&all, images.len()))
+    }
+
+    /// Each image's class-token row of the logits of every token row (B·T, C).
+    fn class_rows(&self, all: &[f32], images: usize) -> Vec<f32> {
         let (t, c) = (self.cfg.tokens(), self.cfg.classes);
-        Ok((0..images.len()).flat_map(|b| all[b * t * c..b * t * c + c].to_vec()).collect())
+        (0..images).flat_map(|b| all[b * t * c..b * t * c + c].to_vec()).collect()
     }
 
     /// `--check-ops` on `images`: every step of the model's list, patch embedding and head
