@@ -53,6 +53,10 @@ cargo test --release --benches
 cargo test --release -p resformer-server
 # the Python package, built and installed as a user does, then its pytest suite
 bash scripts/test-python.sh
+# the browser: the wasm package in headless Chromium on SwiftShader's WebGPU (installs the
+# toolchain pieces, chromium and playwright-core when missing)
+bash scripts/web-build.sh
+(cd web && node --test test/)
 # the embedding examples must keep working against the real API
 cargo run --quiet --release --example embed_in_app
 cargo run --quiet --release --example vit_digits
