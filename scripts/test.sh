@@ -53,13 +53,13 @@ cargo test --release --benches
 cargo test --release -p resformer-server
 # the Python package, built and installed as a user does, then its pytest suite
 bash scripts/test-python.sh
-# the browser: the wasm package in headless Chromium on SwiftShader's WebGPU (installs the
-# toolchain pieces, chromium and playwright-core when missing)
-bash scripts/web-build.sh
-(cd web && node --test test/)
 # the embedding examples must keep working against the real API
 cargo run --quiet --release --example embed_in_app
 cargo run --quiet --release --example vit_digits
 # the GPU host's check, as a dry run at the smallest sizes: it must not rot between GPU loans
 GPU_CHECK_SIZES=small GPU_CHECK_BATCH=2 GPU_CHECK_RUNS=1 GPU_CHECK_OUT="$(mktemp -d)" \
     bash scripts/gpu-check.sh target/release/resformer models/all-MiniLM-L6-v2
+# the browser: the wasm package in headless Chromium on SwiftShader's WebGPU (installs the
+# toolchain pieces, chromium and playwright-core when missing)
+bash scripts/web-build.sh
+(cd web && node --test test/)

@@ -62,10 +62,12 @@ if [ "${WEB_BUILD_NO_BROWSER:-0}" != 1 ]; then
     [ -e web/node_modules/playwright-core/package.json ] || npm ci --prefix web --no-audit --no-fund --silent
 fi
 
-# 4. the package: the library and std for wasm32, then the JS bindings
+# 4. the package: the library and std for wasm32, then the JS bindings. Its own target dir:
+# RUSTC_BOOTSTRAP changes what proc-macro2's build script sees, so sharing target/ would
+# rebuild every native proc macro (and all above them) after each wasm build and back.
 started=$(date +%s)
 RUSTC_BOOTSTRAP=1 cargo build --quiet --release --target wasm32-unknown-unknown \
-    -Zbuild-std=std,panic_abort -p resformer-web
+    --target-dir target/web -Zbuild-std=std,panic_abort -p resformer-web
 "$bindgen" --target web --no-typescript --out-dir web/pkg \
-    target/wasm32-unknown-unknown/release/resformer_web.wasm 2>/dev/null
+    target/web/wasm32-unknown-unknown/release/resformer_web.wasm 2>/dev/null
 echo "web-build: web/pkg built in $(($(date +%s) - started)) s ($(du -k web/pkg/resformer_web_bg.wasm | cut -f1) KiB of wasm)" >&2

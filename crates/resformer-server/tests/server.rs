@@ -27,13 +27,17 @@ impl Drop for Server {
 }
 
 fn start(extra: &[&str]) -> Server {
+    start_with(extra, Stdio::null())
+}
+
+fn start_with(extra: &[&str], stderr: Stdio) -> Server {
     let dir = model_dir();
     let mut args = vec!["--model", dir.to_str().unwrap(), "--port", "0", "--device", "cpu"];
     args.extend_from_slice(extra);
     let mut child = Command::new(env!("CARGO_BIN_EXE_resformer-server"))
         .args(&args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -332,4 +336,27 @@ async fn max_batch_requests_caps_the_inputs_of_every_forward() {
     let text = c.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&text, "resformer_batch_size_sum"), 10.0, "{text}");
     assert_eq!(metric(&text, "resformer_batch_size_count"), 4.0, "3 + 3 + 3 + 1:\n{text}");
+}
+
+#[tokio::test]
+async fn every_request_logs_one_line_with_its_id_inputs_tokens_and_time() {
+    let mut s = start_with(&[], Stdio::piped());
+    let c = reqwest::Client::new();
+    let r = c.post(format!("{}/v1/embeddings", s.url)).json(&json!({"input": ["a b c", "d e", "f"]})).send().await;
+    let ok_id = r.unwrap().headers()["x-request-id"].to_str().unwrap().to_string();
+    let r = c.post(format!("{}/embed", s.url)).json(&json!({"inputs": []})).send().await.unwrap();
+    let bad_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(r.status().as_u16(), 400);
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut s.child.stderr.take().unwrap(), &mut log).unwrap();
+    let line = |id: &str| {
+        log.lines().find(|l| l.starts_with(&format!("request {id}: "))).unwrap_or_else(|| panic!("{id}: {log}"))
+    };
+    // 3 inputs of [CLS] w.. [SEP]: 5 + 4 + 3 tokens
+    let ok = line(&ok_id);
+    assert!(ok.contains("/v1/embeddings 200, 3 inputs, 12 tokens, ") && ok.contains("ms in the batcher"), "{ok}");
+    let bad = line(&bad_id);
+    assert!(bad.contains("/embed 400 in ") && bad.contains("input is empty"), "{bad}");
 }
