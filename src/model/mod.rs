@@ -135,7 +135,7 @@ impl Stack {
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
-            Stack::Cpu { .. } => self.forward_host(x, seq, batch, key_pad),
+            Stack::Cpu { weights, cfg, kernels } => forward_host(weights, cfg, *kernels, x, seq, batch, key_pad),
         }
     }
 
@@ -150,15 +150,24 @@ impl Stack {
     ) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward_async(x, seq, batch, key_pad).await,
-            Stack::Cpu { .. } => self.forward_host(x, seq, batch, key_pad),
+            Stack::Cpu { weights, cfg, kernels } => forward_host(weights, cfg, *kernels, x, seq, batch, key_pad),
         }
     }
+}
 
-    fn forward_host(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
-        let Stack::Cpu { weights, cfg, kernels } = self else { unreachable!("forward_host on a GPU stack") };
-        check_input(InputSpec::new(&weights.layout(cfg), &weights.edges()), x, seq, batch, key_pad)?;
-        Ok(host::forward_with(*kernels, weights, cfg, x, seq, batch, key_pad))
-    }
+/// The host path of [`Stack::forward`]: the input checked against the model's steps, then the
+/// interpreter.
+fn forward_host(
+    weights: &StackWeights,
+    cfg: &BlockConfig,
+    kernels: HostKernels,
+    x: &[f32],
+    seq: usize,
+    batch: usize,
+    key_pad: Option<&[u32]>,
+) -> Result<Vec<f32>> {
+    check_input(InputSpec::new(&weights.layout(cfg), &weights.edges()), x, seq, batch, key_pad)?;
+    Ok(host::forward_with(kernels, weights, cfg, x, seq, batch, key_pad))
 }
 
 /// How reports name a host path (the CPU backend, with its thread count, or the reference).

@@ -318,12 +318,15 @@ fn ids_of(a: &[Value]) -> Option<Vec<u32>> {
     a.iter().map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok())).collect()
 }
 
-/// Runs `ids` through the batcher, within the request timeout.
-async fn run(state: &AppState, ids: Vec<Vec<u32>>, wire: Wire) -> Result<Vec<Vec<f32>>, ApiError> {
+/// Runs `ids` through the batcher, within the request timeout; the vectors and what the
+/// request's log line reports of it.
+async fn run(state: &AppState, ids: Vec<Vec<u32>>, wire: Wire) -> Result<(Vec<Vec<f32>>, Usage), ApiError> {
+    let (inputs, tokens) = (ids.len(), ids.iter().map(Vec::len).sum());
     let (tx, rx) = oneshot::channel();
-    state.queue.submit(Job { ids, queued: Instant::now(), reply: tx });
+    let queued = Instant::now();
+    state.queue.submit(Job { ids, queued, reply: tx });
     match tokio::time::timeout(state.limits.request_timeout, rx).await {
-        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Ok(v))) => Ok((v, Usage { inputs, tokens, batcher_ms: queued.elapsed().as_secs_f64() * 1e3 })),
         Ok(Ok(Err(e))) => Err(ApiError::new(wire, StatusCode::INTERNAL_SERVER_ERROR, "server_error", e)),
         Ok(Err(_)) => {
             Err(ApiError::new(wire, StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the batcher dropped the request"))
@@ -368,10 +371,7 @@ async fn openai_embeddings(State(state): State<Arc<AppState>>, body: axum::body:
     let inputs = Inputs::parse(input, w, "input")?;
     let _admitted = admit(&state, inputs.len(), w)?;
     let ids = tokenized(&state, inputs, state.limits.auto_truncate, w).await?;
-    let usage = Usage { inputs: ids.len(), tokens: ids.iter().map(Vec::len).sum(), batcher_ms: 0.0 };
-    let t = Instant::now();
-    let vectors = run(&state, ids, w).await?;
-    let usage = Usage { batcher_ms: t.elapsed().as_secs_f64() * 1e3, ..usage };
+    let (vectors, usage) = run(&state, ids, w).await?;
     let tokens = usage.tokens;
     let data: Vec<Value> = vectors
         .into_iter()
@@ -424,10 +424,7 @@ async fn tei_embed(State(state): State<Arc<AppState>>, body: axum::body::Bytes) 
     let inputs = Inputs::parse(&req.inputs, w, "inputs")?;
     let _admitted = admit(&state, inputs.len(), w)?;
     let ids = tokenized(&state, inputs, req.truncate.unwrap_or(state.limits.auto_truncate), w).await?;
-    let usage = Usage { inputs: ids.len(), tokens: ids.iter().map(Vec::len).sum(), batcher_ms: 0.0 };
-    let t = Instant::now();
-    let mut vectors = run(&state, ids, w).await?;
-    let usage = Usage { batcher_ms: t.elapsed().as_secs_f64() * 1e3, ..usage };
+    let (mut vectors, usage) = run(&state, ids, w).await?;
     // TEI normalises unless told not to; a model with a Normalize module is unit-length anyway
     if req.normalize.unwrap_or(true) {
         vectors.iter_mut().for_each(|v| normalize(v));
