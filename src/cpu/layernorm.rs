@@ -1,6 +1,6 @@
 use rayon::prelude::*;
 
-use super::ROWS_PER_TASK;
+use super::rows_per_task;
 
 /// out (rows, c) = layernorm of x (+ residual) over each row, biased variance:
 /// [`crate::reference::layernorm::layernorm`]'s contract. Statistics are f32 sums over eight
@@ -17,10 +17,11 @@ pub fn layernorm(
     eps: f32,
 ) {
     let (out, x) = (&mut out[..rows * c], &x[..rows * c]);
-    out.par_chunks_mut(ROWS_PER_TASK * c).enumerate().for_each(|(chunk, o)| {
+    let per_task = rows_per_task(rows);
+    out.par_chunks_mut(per_task * c).enumerate().for_each(|(chunk, o)| {
         let mut v = vec![0.0f32; c];
         for (i, orow) in o.chunks_mut(c).enumerate() {
-            let r = chunk * ROWS_PER_TASK + i;
+            let r = chunk * per_task + i;
             let xr = &x[r * c..(r + 1) * c];
             match residual {
                 Some(res) => v.iter_mut().zip(xr).zip(&res[r * c..(r + 1) * c]).for_each(|((v, a), b)| *v = a + b),

@@ -1,17 +1,8 @@
 use rayon::prelude::*;
 
+use super::math::bias_act;
+use super::rows_per_task;
 use crate::ops::{Activation, MatmulShape};
-
-/// GELU, exact erf form, in f32.
-fn gelu(v: f32) -> f32 {
-    0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// GELU's tanh approximation, in f32.
-fn gelu_tanh(v: f32) -> f32 {
-    const C: f32 = 0.797_884_6; // √(2/π)
-    0.5 * v * (1.0 + (C * (v + 0.044715 * v * v * v)).tanh())
-}
 
 /// out (batch, m, n) = act(x (batch, m, k) · wᵀ + bias), w (n, k) shared or (batch, n, k) when
 /// `w_batched`: [`crate::reference::matmul::matmul`]'s contract.
@@ -21,39 +12,23 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: 
     assert!(w.len() >= if w_batched { batch * n * k } else { n * k } && bias.is_none_or(|b| b.len() >= n));
     for b in 0..batch {
         let o = &mut out[b * m * n..(b + 1) * m * n];
-        // 1. the bias is C's start (beta = 1), or C starts at zero
-        match bias {
-            Some(bias) => o.par_chunks_mut(n).for_each(|row| row.copy_from_slice(&bias[..n])),
-            None => o.fill(0.0),
-        }
         let xw = &x[b * m * k..];
         let ww = if w_batched { &w[b * n * k..] } else { w };
-        // 2. C (m, n) += x (m, k) · wᵀ: wᵀ is w read with row stride 1 and column stride k
+        // 1. C (m, n) = x (m, k) · wᵀ: wᵀ is w read with row stride 1 and column stride k
         // SAFETY: the asserts above keep every index (i < m, j < n, kk < k) inside x, w and out.
         unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
+            super::sgemm(
+                (m, k, n),
                 1.0,
-                xw.as_ptr(),
-                k as isize,
-                1,
-                ww.as_ptr(),
-                1,
-                k as isize,
-                1.0,
-                o.as_mut_ptr(),
-                n as isize,
-                1,
+                (xw.as_ptr(), k as isize, 1),
+                (ww.as_ptr(), 1, k as isize),
+                (o.as_mut_ptr(), n as isize, 1),
+                true,
             );
         }
-        // 3. the activation
-        match act {
-            Activation::None => {}
-            Activation::Relu => o.par_iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Gelu => o.par_iter_mut().for_each(|v| *v = gelu(*v)),
-            Activation::GeluTanh => o.par_iter_mut().for_each(|v| *v = gelu_tanh(*v)),
+        // 2. bias and activation in one vectorised pass over rows in parallel
+        if n > 0 && (bias.is_some() || act != Activation::None) {
+            o.par_chunks_mut(rows_per_task(m) * n).for_each(|r| bias_act(r, n, bias, act));
         }
     }
 }

@@ -75,11 +75,19 @@ pub fn time_pass(gpu: &Gpu, runs: usize, record: &RecordPass<'_>) -> Result<(Vec
     Ok((out, clock))
 }
 
-/// Times `f` until 3 runs or about a second have passed; the median in ms.
+/// Times `f`: a first call that counts only when it took over a second (the plain-loop
+/// reference on big cases), else a warm-up (thread pools started, buffers faulted in) and then
+/// at least 3 runs, more until 15 or about a second has passed; the median in ms.
 pub fn time_cpu(mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    let first = t.elapsed().as_secs_f64() * 1e3;
+    if first > 1e3 {
+        return first;
+    }
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 3 && (times.is_empty() || start.elapsed().as_secs_f64() < 1.0) {
+    while times.len() < 3 || (times.len() < 15 && start.elapsed().as_secs_f64() < 1.0) {
         let t = Instant::now();
         f();
         times.push(t.elapsed().as_secs_f64() * 1e3);
