@@ -35,7 +35,7 @@ use crate::kernels::KernelPolicy;
 use crate::model::bert::SentenceEmbedder;
 use crate::model::host::HostKernels;
 use crate::model::vit::VitClassifier;
-use crate::model::{cpu_label, BlockConfig, GpuStack, ModelFiles, Placement, Stack, StackWeights};
+use crate::model::{cpu_label, BlockConfig, GpuStack, HostPool, ModelFiles, Placement, Stack, StackWeights};
 
 /// Where an engine runs: one spelling for every front end (`--device`, Python's `device=`,
 /// the server's `--device`).
@@ -105,6 +105,10 @@ pub struct EngineOptions {
     /// exists: `false` by default (the CPU backend is faster there); the test suite sets it
     /// (`RESFORMER_REQUIRE_GPU=1`), and so does naming an adapter (`WGPU_ADAPTER_NAME`).
     pub software_auto: bool,
+    /// The CPU backend's threads: `Some(n)` gives the engine a pool of its own with n threads
+    /// (several engines or processes sharing a machine each take their share); `None`
+    /// (default) runs on rayon's global pool: `RAYON_NUM_THREADS`, else every core.
+    pub threads: Option<usize>,
 }
 
 impl EngineOptions {
@@ -123,12 +127,17 @@ impl EngineOptions {
         let gpu = GpuOptions::from_env()?;
         let required = std::env::var("RESFORMER_REQUIRE_GPU").is_ok_and(|v| v == "1");
         let software_auto = required || matches!(gpu.adapter, AdapterChoice::Name(_));
-        Ok(EngineOptions { device: Device::Auto, gpu, policy: KernelPolicy::from_env()?, software_auto })
+        Ok(EngineOptions { device: Device::Auto, gpu, policy: KernelPolicy::from_env()?, software_auto, threads: None })
     }
 
     /// These options on `device`.
     pub fn with_device(self, device: Device) -> EngineOptions {
         EngineOptions { device, ..self }
+    }
+
+    /// These options with the CPU backend on a pool of `threads` threads of its own.
+    pub fn with_threads(self, threads: usize) -> EngineOptions {
+        EngineOptions { threads: Some(threads), ..self }
     }
 }
 
@@ -161,17 +170,26 @@ impl Engine {
             };
             let choice = format!("{} [{kind}]{why}{fixed}", a.label());
             Ok(Engine {
-                place: Placement { gpu: Some(Arc::new(gpu)), host: HostKernels::Fast, policy: policy.clone() },
+                place: Placement {
+                    gpu: Some(Arc::new(gpu)),
+                    host: HostKernels::Fast,
+                    policy: policy.clone(),
+                    pool: Default::default(),
+                },
                 choice,
             })
         };
-        let on_host = |host: HostKernels, why: String| Engine {
-            place: Placement { gpu: None, host, policy: policy.clone() },
-            choice: format!("{}: {why}", cpu_label(host)),
+        let on_host = |host: HostKernels, why: String| -> Result<Engine> {
+            let pool = match options.threads {
+                Some(n) => HostPool::with_threads(n)?,
+                None => HostPool::default(),
+            };
+            let choice = format!("{}: {why}", cpu_label(host, pool.threads()));
+            Ok(Engine { place: Placement { gpu: None, host, policy: policy.clone(), pool }, choice })
         };
         match options.device {
-            Device::Cpu => Ok(on_host(HostKernels::Fast, "asked for".into())),
-            Device::Reference => Ok(on_host(HostKernels::Reference, "asked for".into())),
+            Device::Cpu => on_host(HostKernels::Fast, "asked for".into()),
+            Device::Reference => on_host(HostKernels::Reference, "asked for".into()),
             Device::Gpu => on_gpu(Gpu::new_async(gpu_options(true, None)).await?, ""),
             Device::GpuAt(n) => on_gpu(Gpu::new_async(gpu_options(true, Some(AdapterChoice::Index(n)))).await?, ""),
             Device::Auto => {
@@ -190,7 +208,7 @@ impl Engine {
                             }
                             None => "no hardware GPU and no software Vulkan/Metal/DX12 adapter".into(),
                         };
-                        Ok(on_host(HostKernels::Fast, why))
+                        on_host(HostKernels::Fast, why)
                     }
                     Err(e) => Err(e),
                 }
@@ -229,7 +247,10 @@ impl Engine {
         policy.check(&gpu)?;
         let choice =
             format!("{} (a device opened by the caller; kernels: {})", gpu.adapter().label(), policy.describe());
-        Ok(Engine { place: Placement { gpu: Some(gpu), host: HostKernels::Fast, policy }, choice })
+        Ok(Engine {
+            place: Placement { gpu: Some(gpu), host: HostKernels::Fast, policy, pool: Default::default() },
+            choice,
+        })
     }
 
     /// The device, or `None` on the CPU path.

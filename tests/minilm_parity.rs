@@ -61,9 +61,17 @@ fn minilm_cpu_path_matches_sentence_transformers() {
     let Some(dir) = model_dir() else { return };
     let model = Engine::new_blocking(EngineOptions::on(Device::Cpu)).unwrap().load_minilm(&dir).unwrap();
     let exp = expected();
-    for (s, want) in exp.sentences.iter().zip(&exp.embeddings) {
-        let got = model.embed(&[s]).unwrap();
-        assert_matches(&format!("cpu {s:?}"), &got[0], want);
+    let alone: Vec<Vec<f32>> = exp.sentences.iter().map(|s| model.embed(&[s]).unwrap().remove(0)).collect();
+    for ((s, got), want) in exp.sentences.iter().zip(&alone).zip(&exp.embeddings) {
+        assert_matches(&format!("cpu {s:?}"), got, want);
+    }
+    // every sentence in one batch (lengths from a few tokens to the 256-token truncation): the
+    // CPU backend packs it without padding, and each vector must be the one it has alone
+    let refs: Vec<&str> = exp.sentences.iter().map(String::as_str).collect();
+    let batched = model.embed(&refs).unwrap();
+    for ((s, got), one) in exp.sentences.iter().zip(&batched).zip(&alone) {
+        let diff = got.iter().zip(one).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "cpu batched vs alone {s:?}: {diff:.2e}");
     }
 }
 

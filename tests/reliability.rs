@@ -255,3 +255,31 @@ fn bad_input_gets_the_same_errors_on_every_backend() {
         assert_eq!(m, &messages[0], "{} reports bad input differently", stack.describe());
     }
 }
+
+/// Sums in another order on another number of threads.
+const THREADS_TOL: Tol = Tol { atol: 2e-5, rtol: 1e-4 };
+
+/// An engine's thread option: its own pool with that many threads, named in its report,
+/// the same results as rayon's global pool; zero threads is refused with a message.
+#[test]
+fn an_engine_with_its_own_threads_says_so_and_computes_the_same() {
+    let cfg = BlockConfig { batch_first: true, ..BlockConfig::new(32, 4, 48) };
+    let weights = StackWeights::random(43, 2, 32, 48);
+    let x = Rng::new(44).vec(2 * 9 * 32, -1.0, 1.0);
+    let run = |options: EngineOptions| {
+        let engine = Engine::new_blocking(options).unwrap();
+        let stack = engine.load_stack(weights.clone(), cfg).unwrap();
+        (engine.describe(), stack.describe(), stack.forward_packed(&x, &[9, 9]).unwrap())
+    };
+    let (engine, stack, one) = run(EngineOptions::on(Device::Cpu).with_threads(1));
+    assert!(engine.contains("1 thread)") && stack.contains("1 thread)"), "{engine} / {stack}");
+    let (engine, _, three) = run(EngineOptions::on(Device::Cpu).with_threads(3));
+    assert!(engine.contains("3 threads)"), "{engine}");
+    let (_, _, global) = run(EngineOptions::on(Device::Cpu));
+    assert_close("1 thread against the global pool", &one, &global, THREADS_TOL);
+    assert_close("3 threads against the global pool", &three, &global, THREADS_TOL);
+    let Err(err) = Engine::new_blocking(EngineOptions::on(Device::Cpu).with_threads(0)) else {
+        panic!("0 threads must be refused")
+    };
+    assert!(err.to_string().contains("at least 1 thread"), "{err}");
+}

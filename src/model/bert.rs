@@ -383,14 +383,16 @@ pub fn weights_from(files: &ModelFiles<'_>) -> Result<TensorFile> {
     files.tensors("model.safetensors")
 }
 
-/// A batch of token ids made ready for the stack on the host: its padded embedding rows
-/// and key-padding mask ([`SentenceEmbedder::prepare_ids`]).
+/// A batch of token ids made ready for the stack on the host ([`SentenceEmbedder::prepare_ids`]):
+/// its embedding rows, padded to the longest input with a key-padding mask, or (on the CPU
+/// backend, [`Stack::runs_packed`]) packed back to back with no padding at all.
 #[derive(Clone, Debug)]
 pub struct Prepared {
     ids: Vec<Vec<u32>>,
     x: Vec<f32>,
     pad: Vec<u32>,
     seq: usize,
+    packed: bool,
 }
 
 impl Prepared {
@@ -404,9 +406,31 @@ impl Prepared {
         self.ids.is_empty()
     }
 
-    /// Tokens the forward runs: inputs times the longest input.
+    /// Tokens the forward runs: inputs times the longest input, or the real tokens when packed.
     pub fn padded_tokens(&self) -> usize {
-        self.ids.len() * self.seq
+        if self.packed {
+            self.real_tokens()
+        } else {
+            self.ids.len() * self.seq
+        }
+    }
+
+    /// Whether its rows are packed without padding.
+    pub fn is_packed(&self) -> bool {
+        self.packed
+    }
+
+    /// The first row of each input in the forward's output.
+    fn starts(&self) -> Vec<usize> {
+        let mut at = 0;
+        self.ids
+            .iter()
+            .map(|s| {
+                let start = at;
+                at += if self.packed { s.len() } else { self.seq };
+                start
+            })
+            .collect()
     }
 
     /// Tokens of the inputs themselves.
@@ -593,8 +617,12 @@ impl SentenceEmbedder {
             self.check_ids(s)?;
         }
         let seq = ids.iter().map(Vec::len).max().unwrap_or(0);
+        if self.stack.runs_packed() {
+            let x = ids.iter().flat_map(|s| self.token_embeddings(s)).collect();
+            return Ok(Prepared { ids, x, pad: Vec::new(), seq, packed: true });
+        }
         let (x, pad) = self.padded_inputs(&ids, seq);
-        Ok(Prepared { ids, x, pad, seq })
+        Ok(Prepared { ids, x, pad, seq, packed: false })
     }
 
     /// The forward and pooling of a batch from [`SentenceEmbedder::prepare_ids`].
@@ -602,8 +630,17 @@ impl SentenceEmbedder {
         if p.ids.is_empty() {
             return Ok(Encoded::default());
         }
-        let y = self.stack.forward(&p.x, p.seq, p.ids.len(), Some(&p.pad))?;
-        Ok(self.pooled(&p.ids, &y, p.seq, self.cfg.hidden))
+        let y = self.forward_prepared(p)?;
+        Ok(self.pooled(p, &y))
+    }
+
+    /// The stack's forward of a prepared batch: its output rows, packed or padded as `p` is.
+    fn forward_prepared(&self, p: &Prepared) -> Result<Vec<f32>> {
+        if p.packed {
+            let lens: Vec<usize> = p.ids.iter().map(Vec::len).collect();
+            return self.stack.forward_packed(&p.x, &lens);
+        }
+        self.stack.forward(&p.x, p.seq, p.ids.len(), Some(&p.pad))
     }
 
     /// [`SentenceEmbedder::encode`] without blocking, for the browser: the forward's readback
@@ -614,8 +651,11 @@ impl SentenceEmbedder {
         if p.ids.is_empty() {
             return Ok(Encoded::default());
         }
-        let y = self.stack.forward_async(&p.x, p.seq, p.ids.len(), Some(&p.pad)).await?;
-        Ok(self.pooled(&p.ids, &y, p.seq, self.cfg.hidden))
+        let y = match p.packed {
+            true => self.forward_prepared(&p)?,
+            false => self.stack.forward_async(&p.x, p.seq, p.ids.len(), Some(&p.pad)).await?,
+        };
+        Ok(self.pooled(&p, &y))
     }
 
     /// [`SentenceEmbedder::embed`], and where its time went.
@@ -624,38 +664,38 @@ impl SentenceEmbedder {
         let t = Instant::now();
         let ids = sentences.iter().map(|s| self.tokenize(s)).collect::<Result<Vec<_>>>()?;
         let mut timing = EmbedTiming { tokenize_ms: ms(t), ..Default::default() };
-        let (timing2, out) = self.run(&ids, &mut timing)?;
-        Ok((out.sentences, timing2))
+        let out = self.run(ids, &mut timing)?;
+        Ok((out.sentences, timing))
     }
 
-    /// One padded batch through the stack, then pooling.
-    fn run(&self, ids: &[Vec<u32>], timing: &mut EmbedTiming) -> Result<(EmbedTiming, Encoded)> {
+    /// One batch through the stack (packed or padded), then pooling, timing each part.
+    fn run(&self, ids: Vec<Vec<u32>>, timing: &mut EmbedTiming) -> Result<Encoded> {
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-        let e = self.cfg.hidden;
-        let (batch, seq) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(0));
-        timing.batch = batch;
-        timing.seq = seq;
-        if batch == 0 {
-            return Ok((*timing, Encoded::default()));
+        timing.batch = ids.len();
+        timing.seq = ids.iter().map(Vec::len).max().unwrap_or(0);
+        if ids.is_empty() {
+            return Ok(Encoded::default());
         }
         let t = Instant::now();
-        let (x, pad) = self.padded_inputs(ids, seq);
+        let p = self.prepare_ids(ids)?;
         timing.inputs_ms = ms(t);
+        timing.tokens = p.padded_tokens();
         let t = Instant::now();
-        let y = self.stack.forward(&x, seq, batch, Some(&pad))?;
+        let y = self.forward_prepared(&p)?;
         timing.forward_ms = ms(t);
         let t = Instant::now();
-        let out = self.pooled(ids, &y, seq, e);
+        let out = self.pooled(&p, &y);
         timing.pool_ms = ms(t);
-        Ok((*timing, out))
+        Ok(out)
     }
 
-    /// Per sentence its token rows of the stack's output `y` (batch, seq, E), and their pool.
-    fn pooled(&self, ids: &[Vec<u32>], y: &[f32], seq: usize, e: usize) -> Encoded {
+    /// Per input its token rows of the forward's output `y`, and their pool.
+    fn pooled(&self, p: &Prepared, y: &[f32]) -> Encoded {
+        let e = self.cfg.hidden;
         let tokens: Vec<Vec<f32>> =
-            ids.iter().enumerate().map(|(b, s)| y[b * seq * e..(b * seq + s.len()) * e].to_vec()).collect();
+            p.ids.iter().zip(p.starts()).map(|(s, at)| y[at * e..(at + s.len()) * e].to_vec()).collect();
         let sentences = tokens.iter().map(|h| pool(h, e, self.cfg.pooling, self.cfg.normalize)).collect();
-        let token_counts = ids.iter().map(Vec::len).collect();
+        let token_counts = p.ids.iter().map(Vec::len).collect();
         Encoded { sentences, tokens, token_counts }
     }
 
@@ -700,9 +740,11 @@ pub struct EmbedTiming {
     pub batch: usize,
     /// Tokens of the longest sentence (the padded length).
     pub seq: usize,
+    /// Token rows the forward ran: batch × seq padded, the real tokens packed.
+    pub tokens: usize,
     /// Tokenisation.
     pub tokenize_ms: f64,
-    /// Embedding lookup and padding into the (batch, seq, 384) input.
+    /// Embedding lookup into the stack's input (packed, or padded to (batch, seq, E)).
     pub inputs_ms: f64,
     /// The stack's forward: upload, kernels and readback on a GPU.
     pub forward_ms: f64,

@@ -3,7 +3,7 @@
 //! runs on the reference's own inputs, so a step's error is its own and the
 //! first step over the tolerance is where a new adapter or driver goes wrong.
 
-use super::host::{attention_config, run_model_step, HostKernels};
+use super::host::{attention_config, run_model_step, HostKernels, Rows};
 use super::steps::ModelStep;
 use super::{check_input, check_weights, InputSpec, Stack, StackWeights};
 use crate::error::{Error, Result};
@@ -62,7 +62,7 @@ impl Stack {
         let edges = weights.edges();
         check_input(InputSpec::new(&layout, &edges), x, seq, batch, key_pad)?;
         let t = seq * batch;
-        let att = attention_config(&cfg, seq, batch);
+        let rows = Rows::Grid { att: attention_config(&cfg, seq, batch), key_pad };
         let mut bufs: Vec<Vec<f32>> = layout.cols.iter().map(|c| vec![0.0; t * c]).collect();
         bufs[layout.input].copy_from_slice(x);
         let mut checks = Vec::new();
@@ -77,11 +77,11 @@ impl Stack {
                 Stack::Cpu { kernels, weights: own, .. } => {
                     // the stack's own weights: `weights` is only what the reference runs
                     let mut mine = bufs.clone();
-                    run_model_step(*kernels, step, own, &own.edges(), &cfg, &att, key_pad, &mut mine);
+                    run_model_step(*kernels, step, own, &own.edges(), &cfg, &rows, &mut mine);
                     std::mem::take(&mut mine[out])
                 }
             };
-            run_model_step(HostKernels::Reference, step, weights, &edges, &cfg, &att, key_pad, &mut bufs);
+            run_model_step(HostKernels::Reference, step, weights, &edges, &cfg, &rows, &mut bufs);
             let (block, label) = match *step {
                 ModelStep::Block { block, step } => (Some(block), step.label(&cfg, t)),
                 ModelStep::Edge { edge, .. } => (None, edges[edge].label(t)),

@@ -68,35 +68,69 @@ pub fn forward_with(
     batch: usize,
     key_pad: Option<&[u32]>,
 ) -> Vec<f32> {
+    run_rows(kernels, weights, cfg, x, Rows::Grid { att: attention_config(cfg, seq, batch), key_pad })
+}
+
+/// [`forward_with`] of sequences packed back to back without padding (`lens` their lengths,
+/// `x` their `Σ lens` rows): every token-wise step runs on real tokens only and attention on
+/// each sequence's own length. The rows it returns are the padded forward's real rows. The
+/// model must have no position-table edge (those index the padded grid).
+pub fn forward_packed(
+    kernels: HostKernels,
+    weights: &StackWeights,
+    cfg: &BlockConfig,
+    x: &[f32],
+    lens: &[usize],
+) -> Vec<f32> {
+    run_rows(kernels, weights, cfg, x, Rows::Packed { att: attention_config(cfg, 0, 1), lens })
+}
+
+fn run_rows(kernels: HostKernels, weights: &StackWeights, cfg: &BlockConfig, x: &[f32], rows: Rows<'_>) -> Vec<f32> {
     let layout = weights.layout(cfg);
-    let t = seq * batch;
+    let t = rows.tokens();
     let mut bufs: Vec<Vec<f32>> = layout.cols.iter().map(|c| vec![0.0; t * c]).collect();
     bufs[layout.input].copy_from_slice(x);
-    let att = attention_config(cfg, seq, batch);
     let edges = weights.edges();
     for step in &layout.steps {
-        run_model_step(kernels, step, weights, &edges, cfg, &att, key_pad, &mut bufs);
+        run_model_step(kernels, step, weights, &edges, cfg, &rows, &mut bufs);
     }
     std::mem::take(&mut bufs[layout.output])
 }
 
+/// How a host forward's token rows are laid out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rows<'a> {
+    /// `att`'s (seq, batch) grid, padded positions hidden by the key-padding mask.
+    Grid { att: AttentionConfig, key_pad: Option<&'a [u32]> },
+    /// Sequences back to back, no padding, of these lengths (`att` gives heads and masks).
+    Packed { att: AttentionConfig, lens: &'a [usize] },
+}
+
+impl Rows<'_> {
+    /// Token rows.
+    pub(crate) fn tokens(&self) -> usize {
+        match self {
+            Rows::Grid { att, .. } => att.tokens(),
+            Rows::Packed { lens, .. } => lens.iter().sum(),
+        }
+    }
+}
+
 /// Runs one step of the model's list on the host.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_model_step(
     kernels: HostKernels,
     step: &ModelStep,
     weights: &StackWeights,
     edges: &[&Edge],
     cfg: &BlockConfig,
-    att: &AttentionConfig,
-    key_pad: Option<&[u32]>,
+    rows: &Rows<'_>,
     bufs: &mut [Vec<f32>],
 ) {
     match *step {
-        ModelStep::Block { block, step } => run_step(kernels, &step, &weights.blocks[block], cfg, att, key_pad, bufs),
+        ModelStep::Block { block, step } => run_step(kernels, &step, &weights.blocks[block], cfg, rows, bufs),
         ModelStep::Edge { edge, x, out } => {
             let mut o = std::mem::take(&mut bufs[out]);
-            run_edge(kernels, edges[edge], cfg, att, &bufs[x], &mut o);
+            run_edge(kernels, edges[edge], cfg, rows, &bufs[x], &mut o);
             bufs[out] = o;
         }
     }
@@ -107,19 +141,22 @@ pub(crate) fn run_edge(
     kernels: HostKernels,
     edge: &Edge,
     cfg: &BlockConfig,
-    att: &AttentionConfig,
+    rows: &Rows<'_>,
     x: &[f32],
     out: &mut [f32],
 ) {
     let (matmul, _, layernorm, residual_add) = kernels.table();
-    let t = att.tokens();
+    let t = rows.tokens();
     match edge {
         Edge::Layernorm { gamma, beta, .. } => layernorm(out, x, None, gamma, beta, t, gamma.len(), cfg.eps),
         // (T, n) = (T, k) · (n, k)ᵀ
         Edge::Linear { weight, bias, n, k, .. } => {
             matmul(out, x, weight, Some(bias), Activation::None, MatmulShape::linear(t, *n, *k))
         }
-        Edge::AddPositions { table, width, .. } => residual_add(out, x, &Edge::expand_positions(table, *width, att)),
+        Edge::AddPositions { table, width, .. } => match rows {
+            Rows::Grid { att, .. } => residual_add(out, x, &Edge::expand_positions(table, *width, att)),
+            Rows::Packed { .. } => panic!("forward_packed: a position-table edge needs the padded grid"),
+        },
     }
 }
 
@@ -141,13 +178,12 @@ pub(crate) fn run_step(
     step: &Step,
     block: &BlockWeights,
     cfg: &BlockConfig,
-    att: &AttentionConfig,
-    key_pad: Option<&[u32]>,
+    rows: &Rows<'_>,
     bufs: &mut [Vec<f32>],
 ) {
     let (matmul, attention, layernorm, residual_add) = kernels.table();
     let p = block.tensors();
-    let t = att.tokens();
+    let t = rows.tokens();
     let out_act = step.out();
     // steps never read the buffer they write
     let mut out = std::mem::take(&mut bufs[out_act as usize]);
@@ -158,11 +194,88 @@ pub(crate) fn run_step(
             // (T, N) = (T, K) · (N, K)ᵀ
             matmul(&mut out, b(x), p[w as usize], Some(&p[bias as usize][..]), act, MatmulShape::linear(t, n, k))
         }
-        Step::Attention { qkv, .. } => attention(&mut out, b(qkv), key_pad, att),
+        Step::Attention { qkv, .. } => match *rows {
+            Rows::Grid { att, key_pad } => attention(&mut out, b(qkv), key_pad, &att),
+            Rows::Packed { att, lens } => packed_attention(kernels, &mut out, b(qkv), lens, &att),
+        },
         Step::Layernorm { x, residual, gamma, beta, .. } => {
             layernorm(&mut out, b(x), residual.map(b), p[gamma as usize], p[beta as usize], t, cfg.embed, cfg.eps)
         }
         Step::ResidualAdd { a, b: bb, .. } => residual_add(&mut out, b(a), b(bb)),
     }
     bufs[out_act as usize] = out;
+}
+
+/// Attention of packed sequences: the CPU backend's variable-length kernel, or each sequence
+/// alone through the reference.
+fn packed_attention(kernels: HostKernels, out: &mut [f32], qkv: &[f32], lens: &[usize], att: &AttentionConfig) {
+    match kernels {
+        HostKernels::Fast => cpu::attention::attention_packed(out, qkv, lens, att),
+        HostKernels::Reference => {
+            let (e, mut start) = (att.embed(), 0);
+            for &l in lens {
+                let one = AttentionConfig { batch: 1, seq: l, batch_first: true, ..*att };
+                let rows = start..start + l;
+                reference::attention::attention(
+                    &mut out[rows.start * e..rows.end * e],
+                    &qkv[rows.start * 3 * e..rows.end * 3 * e],
+                    None,
+                    &one,
+                );
+                start += l;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{assert_close, Tol};
+    use crate::rng::Rng;
+
+    /// Sums in a different order (packed rows, other GEMM blocking) over two blocks.
+    const PACKED_TOL: Tol = Tol { atol: 2e-5, rtol: 1e-4 };
+
+    /// The packed forward of sequences of different lengths (GELU, pre-norm and causal variants,
+    /// an edge before the blocks) gives the real rows of the padded, masked forward on the
+    /// same kernels, and the CPU backend's packed rows match the reference's padded ones.
+    #[test]
+    fn packed_forward_is_the_padded_forward_without_its_padding() {
+        let mut rng = Rng::new(41);
+        for (pre_norm, causal, act) in
+            [(false, false, Activation::Gelu), (true, false, Activation::Relu), (false, true, Activation::GeluTanh)]
+        {
+            let cfg =
+                BlockConfig { pre_norm, causal, activation: act, batch_first: true, ..BlockConfig::new(24, 3, 40) };
+            let mut weights = StackWeights::random(42, 2, 24, 40);
+            weights.before =
+                vec![Edge::layernorm("embeddings.LayerNorm", rng.vec(24, 0.8, 1.2), rng.vec(24, -0.2, 0.2))];
+            let lens = [7usize, 1, 19, 12];
+            let seq = *lens.iter().max().unwrap();
+            let packed_x = rng.vec(lens.iter().sum::<usize>() * 24, -1.0, 1.0);
+            // the same rows on the (batch, seq) grid, padded rows poisoned with large values
+            let (mut grid, mut pad) = (vec![1e3f32; lens.len() * seq * 24], vec![1u32; lens.len() * seq]);
+            let mut start = 0;
+            for (b, &l) in lens.iter().enumerate() {
+                grid[b * seq * 24..(b * seq + l) * 24].copy_from_slice(&packed_x[start * 24..(start + l) * 24]);
+                pad[b * seq..b * seq + l].fill(0);
+                start += l;
+            }
+            for kernels in [HostKernels::Fast, HostKernels::Reference] {
+                let got = forward_packed(kernels, &weights, &cfg, &packed_x, &lens);
+                let padded = forward_with(HostKernels::Reference, &weights, &cfg, &grid, seq, lens.len(), Some(&pad));
+                let mut start = 0;
+                for (b, &l) in lens.iter().enumerate() {
+                    assert_close(
+                        &format!("{kernels:?} pre_norm={pre_norm} causal={causal} sequence {b} of {l}"),
+                        &got[start * 24..(start + l) * 24],
+                        &padded[b * seq * 24..(b * seq + l) * 24],
+                        PACKED_TOL,
+                    );
+                    start += l;
+                }
+            }
+        }
+    }
 }

@@ -39,17 +39,69 @@ pub struct Placement {
     pub host: HostKernels,
     /// The kernels a device's plans bind.
     pub policy: KernelPolicy,
+    /// The threads the host kernels run on.
+    pub pool: HostPool,
+}
+
+/// The threads of the CPU backend: a pool of its own with a set number of threads (an
+/// engine's [`crate::EngineOptions::threads`], so that several engines in one process, or
+/// several processes on one machine, do not oversubscribe the cores), or rayon's global pool
+/// (`RAYON_NUM_THREADS`, else every core). The GEMM, the attention heads and the row passes
+/// all run on it.
+#[derive(Clone, Debug, Default)]
+pub struct HostPool(Option<Arc<rayon::ThreadPool>>);
+
+impl HostPool {
+    /// A pool of its own with `threads` threads (at least 1).
+    pub fn with_threads(threads: usize) -> Result<HostPool> {
+        if threads == 0 {
+            return Err(Error::InvalidArgument {
+                op: "threads",
+                what: "the CPU backend needs at least 1 thread".into(),
+            });
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("resformer-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidArgument {
+                op: "threads",
+                what: format!("could not start {threads} threads: {e}"),
+            })?;
+        Ok(HostPool(Some(Arc::new(pool))))
+    }
+
+    /// How many threads run the host kernels.
+    pub fn threads(&self) -> usize {
+        match &self.0 {
+            Some(p) => p.current_num_threads(),
+            None => rayon::current_num_threads(),
+        }
+    }
+
+    /// Runs `f` on this pool's threads.
+    pub(crate) fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.0 {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
 }
 
 impl Placement {
     /// On `gpu`, with the device's automatic kernel choice.
     pub fn gpu(gpu: Arc<Gpu>) -> Placement {
-        Placement { gpu: Some(gpu), host: HostKernels::Fast, policy: KernelPolicy::default() }
+        Placement {
+            gpu: Some(gpu),
+            host: HostKernels::Fast,
+            policy: KernelPolicy::default(),
+            pool: HostPool::default(),
+        }
     }
 
     /// On the host kernels.
     pub fn host(host: HostKernels) -> Placement {
-        Placement { gpu: None, host, policy: KernelPolicy::default() }
+        Placement { gpu: None, host, policy: KernelPolicy::default(), pool: HostPool::default() }
     }
 
     /// Uploads `weights` (or keeps them on the host) and returns the stack, ready to run.
@@ -60,9 +112,9 @@ impl Placement {
             Some(g) => Ok(Stack::Gpu(GpuStack::with_policy(g.clone(), &weights, cfg, self.policy.clone())?)),
             // the f16 mode computes with f16-rounded matmul weights on every backend
             None if cfg.precision == Precision::F16 => {
-                Ok(Stack::Cpu { weights: weights.rounded_to_f16(), cfg, kernels: self.host })
+                Ok(Stack::Cpu { weights: weights.rounded_to_f16(), cfg, kernels: self.host, pool: self.pool.clone() })
             }
-            None => Ok(Stack::Cpu { weights, cfg, kernels: self.host }),
+            None => Ok(Stack::Cpu { weights, cfg, kernels: self.host, pool: self.pool.clone() }),
         }
     }
 
@@ -70,7 +122,7 @@ impl Placement {
     pub fn describe(&self) -> String {
         match &self.gpu {
             Some(g) => g.adapter().label(),
-            None => cpu_label(self.host),
+            None => cpu_label(self.host, self.pool.threads()),
         }
     }
 }
@@ -89,6 +141,8 @@ pub enum Stack {
         cfg: BlockConfig,
         /// Which host kernels.
         kernels: HostKernels,
+        /// The threads they run on.
+        pool: HostPool,
     },
 }
 
@@ -126,7 +180,7 @@ impl Stack {
                 let kind = if a.is_software() { "software adapter, no GPU" } else { "GPU" };
                 format!("{} [{kind}]", a.label())
             }
-            Stack::Cpu { kernels, .. } => cpu_label(*kernels),
+            Stack::Cpu { kernels, pool, .. } => cpu_label(*kernels, pool.threads()),
         }
     }
 
@@ -135,7 +189,9 @@ impl Stack {
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
-            Stack::Cpu { weights, cfg, kernels } => forward_host(weights, cfg, *kernels, x, seq, batch, key_pad),
+            Stack::Cpu { weights, cfg, kernels, pool } => {
+                pool.run(|| forward_host(weights, cfg, *kernels, x, seq, batch, key_pad))
+            }
         }
     }
 
@@ -150,8 +206,45 @@ impl Stack {
     ) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward_async(x, seq, batch, key_pad).await,
-            Stack::Cpu { weights, cfg, kernels } => forward_host(weights, cfg, *kernels, x, seq, batch, key_pad),
+            Stack::Cpu { weights, cfg, kernels, pool } => {
+                pool.run(|| forward_host(weights, cfg, *kernels, x, seq, batch, key_pad))
+            }
         }
+    }
+}
+
+impl Stack {
+    /// Whether [`Stack::forward_packed`] runs here: on the CPU backend, for a model without a
+    /// position-table edge. Elsewhere a batch runs padded.
+    pub fn runs_packed(&self) -> bool {
+        match self {
+            Stack::Cpu { weights, kernels: HostKernels::Fast, .. } => {
+                weights.edges().iter().all(|e| e.max_seq().is_none())
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs sequences packed back to back without padding: `x` holds their `Σ lens` token
+    /// rows, sequence i the `lens[i]` rows after the ones before it, and each attends only to
+    /// itself. Returns their output rows, packed the same way: the real rows of the padded
+    /// [`Stack::forward`] with a key-padding mask, without computing the padding. Only where
+    /// [`Stack::runs_packed`].
+    pub fn forward_packed(&self, x: &[f32], lens: &[usize]) -> Result<Vec<f32>> {
+        let bad = |what: String| Err(Error::InvalidArgument { op: "forward_packed", what });
+        if !self.runs_packed() {
+            return bad(format!("{} runs batches padded, not packed", self.describe()));
+        }
+        let Stack::Cpu { weights, cfg, kernels, pool } = self else { unreachable!("runs_packed is the CPU backend") };
+        let cols = InputSpec::new(&weights.layout(cfg), &weights.edges()).cols;
+        let t: usize = lens.iter().sum();
+        if lens.is_empty() || lens.contains(&0) {
+            return bad(format!("every sequence needs at least one token, got lengths {lens:?}"));
+        }
+        if x.len() != t * cols {
+            return bad(format!("input has {} values, expected {t} tokens x {cols} columns = {}", x.len(), t * cols));
+        }
+        Ok(pool.run(|| host::forward_packed(*kernels, weights, cfg, x, lens)))
     }
 }
 
@@ -171,9 +264,11 @@ fn forward_host(
 }
 
 /// How reports name a host path (the CPU backend, with its thread count, or the reference).
-pub fn cpu_label(kernels: HostKernels) -> String {
+pub fn cpu_label(kernels: HostKernels, threads: usize) -> String {
     match kernels {
-        HostKernels::Fast => format!("CPU backend (threaded sgemm, {} threads)", rayon::current_num_threads()),
+        HostKernels::Fast => {
+            format!("CPU backend (threaded sgemm, {threads} thread{})", if threads == 1 { "" } else { "s" })
+        }
         HostKernels::Reference => "CPU reference path (plain loops)".into(),
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use resformer::model::bert::SentenceEmbedder;
 use resformer::Device;
 
-use crate::{engine_on, parse_device, positive, progress, usage, CliError, CliResult};
+use crate::{engine_with, parse_device, positive, progress, usage, CliError, CliResult};
 
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
@@ -21,6 +21,9 @@ pub struct Args {
     /// auto, cpu, reference, gpu or gpu:N (with --speed: both gpu and cpu unless given)
     #[arg(long, visible_alias = "backend", value_parser = parse_device)]
     device: Option<Device>,
+    /// The CPU backend's threads (a pool of its own); default: RAYON_NUM_THREADS, else every core
+    #[arg(long, value_name = "N", value_parser = positive)]
+    threads: Option<usize>,
     /// Print the result as JSON (the embeddings; with --speed, the timings)
     #[arg(long)]
     json: bool,
@@ -37,6 +40,10 @@ pub struct Args {
     /// With --speed: the model's shapes on seeded weights; only DIR/tokenizer.json is read
     #[arg(long)]
     random_weights: bool,
+    /// With --speed: a mixed-length batch, its sentences spread evenly from this many tokens
+    /// to 128 (what a server sees), instead of all ~128
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(3..=128))]
+    min_tokens: Option<u64>,
     /// Check every step of the model (embedding LayerNorm, every block) on these sentences
     /// against the reference, on the reference's inputs
     #[arg(long, conflicts_with_all = ["speed", "json"])]
@@ -99,7 +106,7 @@ pub fn run(a: Args) -> CliResult {
         return Err(usage("give at least one sentence (as arguments, `-` for standard input, or --file F)"));
     }
     let t = Instant::now();
-    let engine = engine_on(a.device.unwrap_or(Device::Auto))?;
+    let engine = engine_with(a.device.unwrap_or(Device::Auto), a.threads)?;
     let model = engine.load_minilm(dir)?;
     let load = t.elapsed();
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
@@ -223,6 +230,8 @@ struct Speed {
     batch: usize,
     min_tokens: usize,
     max_tokens: usize,
+    /// Token rows the forward ran: batch × longest padded, the real tokens on the CPU backend.
+    forward_tokens: usize,
     repeats: usize,
     batch_ms: f64,
     sentences_per_s: f64,
@@ -236,19 +245,24 @@ struct Speed {
 /// sentences/s of the model on `device` on a batch of sentences of about 128 tokens.
 fn speed(dir: &Path, device: Device, a: &Args) -> Result<Speed, CliError> {
     let (batch, repeats) = (a.batch, a.repeats);
-    let engine = engine_on(device)?;
+    let engine = engine_with(device, a.threads)?;
     let model = match a.random_weights {
         true => SentenceEmbedder::random(dir, 0, engine.placement())?,
         false => engine.load_minilm(dir)?,
     };
     let words: Vec<&str> = TEXT.split_whitespace().collect();
-    // sentence i: the text rotated by i words, as many words as fit in 128 tokens with [CLS] and [SEP]
+    // sentence i: the text rotated by i words, as many words as fit in its length with [CLS] and
+    // [SEP]: 128 tokens, or spread evenly from --min-tokens to 128
     let mut sentences = Vec::with_capacity(batch);
     for i in 0..batch {
+        let most = match a.min_tokens {
+            Some(min) if batch > 1 => min as usize + (128 - min as usize) * i / (batch - 1),
+            _ => 128,
+        };
         let mut s = String::new();
         for w in words.iter().cycle().skip(i % words.len()) {
             let longer = if s.is_empty() { w.to_string() } else { format!("{s} {w}") };
-            if model.tokenize(&longer)?.len() > 128 {
+            if model.tokenize(&longer)?.len() > most {
                 break;
             }
             s = longer;
@@ -278,6 +292,7 @@ fn speed(dir: &Path, device: Device, a: &Args) -> Result<Speed, CliError> {
         batch,
         min_tokens: lens.iter().copied().min().unwrap_or(0),
         max_tokens: lens.iter().copied().max().unwrap_or(0),
+        forward_tokens: t.tokens,
         repeats,
         batch_ms: t.total_ms(),
         sentences_per_s: batch as f64 / (t.total_ms() / 1e3),
@@ -305,8 +320,13 @@ fn speed(dir: &Path, device: Device, a: &Args) -> Result<Speed, CliError> {
         Some(Err(e)) => format!("GPU kernels not timed ({e}); forward {:.1} ms; ", t.forward_ms),
         None => format!("forward (CPU) {:.1} ms; ", t.forward_ms),
     };
+    let real: usize = lens.iter().sum();
+    let rows = match t.tokens == real {
+        true => format!("{real} token rows, no padding"),
+        false => format!("{} token rows padded, {real} real", t.tokens),
+    };
     println!(
-        "  {gpu}host: tokenise {:.1} ms, embeddings + padding {:.1} ms, pooling {:.1} ms",
+        "  {gpu}host: tokenise {:.1} ms, embeddings + padding {:.1} ms, pooling {:.1} ms; {rows}",
         t.tokenize_ms, t.inputs_ms, t.pool_ms
     );
     Ok(out)

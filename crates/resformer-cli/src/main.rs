@@ -107,6 +107,15 @@ pub(crate) fn engine_on(device: Device) -> Result<Engine, CliError> {
     Ok(Engine::new_blocking(env_options()?.with_device(device))?)
 }
 
+/// [`engine_on`] with the CPU backend on `threads` threads of its own when given.
+pub(crate) fn engine_with(device: Device, threads: Option<usize>) -> Result<Engine, CliError> {
+    let options = env_options()?.with_device(device);
+    Ok(Engine::new_blocking(match threads {
+        Some(n) => options.with_threads(n),
+        None => options,
+    })?)
+}
+
 /// The device options of a subcommand that times GPU kernels (`bench`, `tune`): `gpu` (the
 /// best adapter) or `gpu:N`; the host devices have no GPU kernels to time.
 pub(crate) fn gpu_options(device: Device) -> Result<resformer::GpuOptions, CliError> {

@@ -278,6 +278,19 @@ fn flags_that_would_do_nothing_are_refused_or_do_what_they_say() {
     let row = &v.as_array().unwrap()[0];
     assert!(row["sentences_per_s"].as_f64().is_some_and(|s| s > 0.0) && row["batch"] == 2, "{v}");
     assert!(row["backend"].as_str().unwrap().contains("CPU backend"), "{v}");
+    // a mixed-length batch on a thread of its own: lengths spread from --min-tokens to 128, and
+    // the CPU backend runs only the real tokens
+    let mixed = ["embed", "--model", d, "--speed", "--json", "--device", "cpu", "--batch", "5", "--repeats", "1"];
+    let mixed = [&mixed[..], &["--random-weights", "--min-tokens", "9", "--threads", "1"]].concat();
+    let (code, out, err) = cli(&mixed);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let row = &v.as_array().unwrap()[0];
+    let (min, max) = (row["min_tokens"].as_u64().unwrap(), row["max_tokens"].as_u64().unwrap());
+    assert!((7..=9).contains(&min) && (120..=128).contains(&max), "{v}");
+    assert!(row["forward_tokens"].as_u64().unwrap() < 5 * max, "padding ran: {v}");
+    assert!(row["backend"].as_str().unwrap().contains("1 thread)"), "{v}");
+    assert_error(&["embed", "--model", "m", "--speed", "--min-tokens", "2"], 2, "--min-tokens");
 }
 
 #[test]

@@ -89,18 +89,34 @@ fn check_process(py: Python<'_>, opened_in: u32, what: &str) -> PyResult<()> {
     Ok(())
 }
 
-/// One engine per device spelling, shared by every object on it (one device, one set of
-/// pipelines and tuner choices per process).
+/// One engine per device spelling (and CPU thread count), shared by every object on it (one
+/// device, one set of pipelines and tuner choices per process).
 fn engine_for(py: Python<'_>, device: &str) -> PyResult<Arc<Engine>> {
+    engine_with(py, device, None)
+}
+
+/// [`engine_for`] with the CPU backend on `threads` threads of its own when given.
+fn engine_with(py: Python<'_>, device: &str, threads: Option<usize>) -> PyResult<Arc<Engine>> {
     check_process(py, OPENED_IN.load(Ordering::SeqCst), "the engine")?;
     let spec: Device = device.parse().or_raise(py)?;
     static ENGINES: OnceLock<Mutex<HashMap<String, Arc<Engine>>>> = OnceLock::new();
     let engines = ENGINES.get_or_init(Default::default);
-    let key = spec.to_string();
+    let key = match threads {
+        Some(n) => format!("{spec} threads={n}"),
+        None => spec.to_string(),
+    };
     if let Some(e) = engines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(e.clone());
     }
-    let opened = py.detach(|| EngineOptions::from_env().and_then(|o| Engine::new_blocking(o.with_device(spec))));
+    let opened = py.detach(|| {
+        EngineOptions::from_env().and_then(|o| {
+            let o = o.with_device(spec);
+            Engine::new_blocking(match threads {
+                Some(n) => o.with_threads(n),
+                None => o,
+            })
+        })
+    });
     let engine = Arc::new(opened.or_raise(py)?);
     let _ = OPENED_IN.compare_exchange(0, std::process::id(), Ordering::SeqCst, Ordering::SeqCst);
     engines.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(engine.clone());
@@ -146,9 +162,10 @@ struct Encoder {
 #[pymethods]
 impl Encoder {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Encoder> {
+    #[pyo3(signature = (path, device, threads=None))]
+    fn new(py: Python<'_>, path: PathBuf, device: &str, threads: Option<usize>) -> PyResult<Encoder> {
         existing(&path)?;
-        let engine = engine_for(py, device)?;
+        let engine = engine_with(py, device, threads)?;
         let model = py.detach(|| engine.load_bert(&path)).or_raise(py)?;
         Ok(Encoder { device: model.describe(), model, opened_in: std::process::id() })
     }

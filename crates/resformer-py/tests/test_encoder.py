@@ -1,5 +1,6 @@
 """SentenceEncoder against sentence-transformers' committed outputs, and encode's contract."""
 
+import pickle
 import signal
 import sys
 import threading
@@ -36,6 +37,20 @@ def test_minilm_matches_sentence_transformers(minilm, device):
         assert np.abs(got[i] - want["embeddings"][i]).max() <= 1e-4
     # the adapter named, or the CPU backend
     assert ("CPU backend" in minilm.device) == (device == "cpu"), minilm.device
+
+
+def test_threads_give_the_cpu_backend_its_own_pool_and_the_same_vectors():
+    require(MINILM, "bash scripts/fetch-minilm.sh")
+    sents = sentences(FIXTURES / "minilm")
+    shared = resformer.SentenceEncoder(MINILM, device="cpu")
+    one = resformer.SentenceEncoder(MINILM, device="cpu", threads=1)
+    assert "1 thread)" in one.device, one.device
+    np.testing.assert_allclose(one.encode(sents), shared.encode(sents), atol=1e-6, rtol=0)
+    again = pickle.loads(pickle.dumps(one))
+    assert again.device == one.device
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            resformer.SentenceEncoder(MINILM, device="cpu", threads=bad)
 
 
 @pytest.mark.parametrize("name", ["h32_max_relu", "h40_gelu_new_mean", "h48_cls_seq64", "h64_mean_norm"])

@@ -96,14 +96,15 @@ def test_embedder_reads_its_gpu_from_ray(monkeypatch):
     opened = {}
 
     class FakeEncoder:
-        def __init__(self, model, device):
-            opened["device"] = device
+        def __init__(self, model, device, threads=None):
+            opened["device"], opened["threads"] = device, threads
 
     monkeypatch.setattr(rr.ray, "is_initialized", lambda: True)
     monkeypatch.setattr(rr.ray, "get_gpu_ids", lambda: [2])
     monkeypatch.setattr(rr, "SentenceEncoder", FakeEncoder)
     emb = rr.Embedder(str(MODEL))
     assert opened["device"] == "gpu:2" and emb.device == "gpu:2"
+    assert opened["threads"] is None  # a GPU actor's engine needs no CPU thread pool
 
 
 def test_embed_corpus_script_round_trips_jsonl_to_parquet(local_ray, tmp_path):

@@ -57,16 +57,22 @@ def _device(device: str) -> str:
 
 class SentenceEncoder:
     """A BERT sentence encoder from a sentence-transformers directory (all-MiniLM-L6-v2,
-    bge-small, e5-small, gte-small, ...), with ``SentenceTransformer.encode``'s contract."""
+    bge-small, e5-small, gte-small, ...), with ``SentenceTransformer.encode``'s contract.
+    ``threads`` gives the CPU backend a pool of that many threads of its own (default: every
+    core, or ``RAYON_NUM_THREADS``), for processes that share a machine."""
 
-    def __init__(self, model_name_or_path: Union[str, "os.PathLike[str]"], device: str = "auto") -> None:
+    def __init__(self, model_name_or_path: Union[str, "os.PathLike[str]"], device: str = "auto",
+                 threads: Optional[int] = None) -> None:
         self._path = _path(model_name_or_path, "model directory")
         self._device_arg = _device(device)
-        self._native = _native.Encoder(self._path, self._device_arg)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int (the CPU backend's thread count) or None, not {threads!r}")
+        self._threads = threads
+        self._native = _native.Encoder(self._path, self._device_arg, threads)
 
     def __reduce__(self):
-        # a pickle reloads from the path with the same device choice (Ray ships actors so)
-        return (SentenceEncoder, (self._path, self._device_arg))
+        # a pickle reloads from the path with the same device and thread choice (Ray ships actors so)
+        return (SentenceEncoder, (self._path, self._device_arg, self._threads))
 
     def __repr__(self) -> str:
         return f"SentenceEncoder({self._path!r}, dim={self._native.dim}, device={self.device!r})"

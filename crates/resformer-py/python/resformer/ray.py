@@ -77,14 +77,10 @@ class Embedder:
             except AssertionError:  # in the driver, not an actor: nothing assigned
                 cpus = float(os.cpu_count() or 1)
         self.device, threads = actor_device(device, gpu_ids, cpus)
-        if threads is not None:
-            # read once, when the CPU backend's thread pools first start (in this actor): rows
-            # and heads on rayon's pool, the sgemm on matrixmultiply's
-            for var in ("RAYON_NUM_THREADS", "MATMUL_NUM_THREADS"):
-                os.environ.setdefault(var, str(threads))
         self.column, self.output_column = column, output_column
         self.batch_size, self.normalize = batch_size, normalize_embeddings
-        self.encoder = SentenceEncoder(model, device=self.device)
+        # the CPU backend on as many threads as CPUs Ray gave this actor, a pool of its own
+        self.encoder = SentenceEncoder(model, device=self.device, threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.column not in batch:
