@@ -3,12 +3,15 @@
 # needed; about 3-5 minutes on an H100. Prints the adapter, tunes the matmul family, runs the
 # large benchmark (against PyTorch when python3 has torch with CUDA), MiniLM embedding speed
 # (beside a PyTorch BERT of the same config), the PyTorch parity fixtures on the GPU, and one
-# summary table last. Everything it prints is also kept under $GPU_CHECK_OUT (gpu-check-out/).
+# summary table last. Everything it prints is also kept under $GPU_CHECK_OUT (default
+# $OUT/gpu-check when the device runner sets $OUT, else gpu-check-out/). It refuses to report when
+# the adapter it would time is not on Vulkan, Metal or DX12 (a GL adapter has no subgroups and
+# runs the old kernels: its numbers would mean nothing).
 #
 #   bash scripts/gpu-check.sh [BIN] [MODEL_DIR]
 #
 # BIN: the resformer binary, or a launcher and binary in one word list (default, also for "": "bash
-#   .gpu/run resformer" when .gpu/run exists, from ../shared/gpu/bundle, else target/release/resformer).
+#   .gpu/run resformer" when .gpu/run exists, from scripts/gpu-bundle.sh, else target/release/resformer).
 # MODEL_DIR: all-MiniLM-L6-v2 (default models/all-MiniLM-L6-v2). Without its model.safetensors
 #   (90 MB, often left behind), the speed run uses seeded random weights of the same shapes and
 #   needs only MODEL_DIR/tokenizer.json (else .gpu/tokenizer.json).
@@ -28,7 +31,13 @@ model=${2:-models/all-MiniLM-L6-v2}
 sizes=${GPU_CHECK_SIZES:-large}
 batch=${GPU_CHECK_BATCH:-512}
 runs=${GPU_CHECK_RUNS:-10}
-out=${GPU_CHECK_OUT:-gpu-check-out}
+if [ -n "${GPU_CHECK_OUT:-}" ]; then
+    out=$GPU_CHECK_OUT
+elif [ -n "${OUT:-}" ]; then
+    out=$OUT/gpu-check
+else
+    out=gpu-check-out
+fi
 mkdir -p "$out"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 # the tuner's cache travels with the results, and a second run starts tuned
@@ -46,6 +55,16 @@ step "adapter"
 run devices "${bin[@]}" devices
 adapter=$(grep -m1 '^\* = chosen for --device gpu:' "$out/devices.txt" | sed 's/^\* = chosen for --device gpu: //')
 echo "adapter: ${adapter:-none}"
+# the backend in the chosen line's "(Backend, Type)"
+backend=$(sed -n 's/.*(\([A-Za-z0-9]*\), [A-Za-z]*)$/\1/p' <<<"$adapter")
+case "$backend" in
+    Vulkan|Metal|Dx12) ;;
+    *)
+        echo "gpu-check: refusing to report: the adapter is ${adapter:-none}, on ${backend:-no backend}, not Vulkan," \
+            "Metal or DX12. On a headless NVIDIA host start through the bundle's launcher (bash .gpu/run," \
+            "from scripts/gpu-bundle.sh), which points the Vulkan loader at NVIDIA's driver." | tee "$out/summary.txt" >&2
+        exit 1 ;;
+esac
 case "$adapter" in
     *llvmpipe*|*lavapipe*|*SwiftShader*|*"Microsoft Basic"*|"")
         echo "gpu-check: WARNING: no hardware GPU chosen; these are not GPU numbers" ;;
@@ -68,7 +87,8 @@ if [ "$torch" = yes ]; then
 fi
 
 step "resformer bench --sizes $sizes"
-run bench "${bin[@]}" bench --sizes "$sizes" --runs "$runs" "${compare[@]}" --json "$out/bench.json"
+# a small CPU budget: the plain-loop reference only where it takes seconds, not minutes
+run bench "${bin[@]}" bench --sizes "$sizes" --runs "$runs" --cpu-budget 1e9 "${compare[@]}" --json "$out/bench.json"
 
 step "the stack in the f16 mode (f16 matmul weights), beside PyTorch's f16 encoder"
 case "$sizes" in

@@ -5,10 +5,14 @@
 //! No single tile wins every size (on an H200, 128x64x16/8x4 led at 1024³ and
 //! 128x128x8/8x8 at 4096³), and a GPU nobody here has measured must still end
 //! up on its best configuration. So, on a hardware adapter, the first matmul of
-//! each *shape class* (M, N, K each rounded up to a power of two) times every
-//! candidate on that very shape with timestamp queries, keeps the fastest, and
-//! writes the choice to a cache file keyed by adapter, driver and resformer
-//! version; later processes read it and time nothing.
+//! each *shape class* (M rounded up to a power of two, since it moves with the batch; N and
+//! K exact, as a model's weights fix them; K's vec4 alignment and f16 weights) times every
+//! candidate on that very shape with timestamp queries, keeps the fastest whose output
+//! matches a host check, and writes the choice to a cache file keyed by adapter, driver,
+//! resformer version and a hash of every candidate's kernel source; later processes read it
+//! and time nothing. A cached choice the device no longer offers (the cooperative kernel
+//! with `RESFORMER_COOP=off` or after a failed self-test, a tile dropped from the family)
+//! is never run: that class falls back to being tuned or to the default tile.
 //!
 //! The kernel policy's `tune` ([`KernelPolicy::tune`]): `Off` uses [`MatmulTile::DEFAULT`]
 //! everywhere, `On` tunes even on software adapters, `Auto` tunes on hardware adapters only.
@@ -40,15 +44,45 @@ pub fn tunes(tune: Switch, gpu: &Gpu) -> bool {
     }
 }
 
-/// The shape class of an (M, N, K) product: each dimension rounded up to a power of two.
-pub fn matmul_class(m: usize, n: usize, k: usize) -> String {
-    format!("matmul m{}n{}k{}", m.next_power_of_two(), n.next_power_of_two(), k.next_power_of_two())
+/// The shape class of an (M, N, K) product with weights of `w_dtype`: M rounded up to a power
+/// of two, N and K exact, and whether K takes vec4 loads and the weights are f16.
+pub fn matmul_class(m: usize, n: usize, k: usize, w_dtype: DType) -> String {
+    let vec4 = if k.is_multiple_of(4) { "" } else { " scalar-k" };
+    let f16 = if w_dtype == DType::F16 { " w16" } else { "" };
+    format!("matmul m{} n{n} k{k}{vec4}{f16}", m.next_power_of_two())
 }
 
-/// What identifies an adapter's choices: name, driver, driver version, resformer version.
+/// What identifies an adapter's choices: name, driver, driver version, resformer version and
+/// the hash of the candidates' kernel sources ([`kernels_hash`]), so a changed kernel is
+/// measured again instead of inheriting a stale choice.
 pub fn device_key(gpu: &Gpu) -> String {
     let a = gpu.adapter();
-    format!("{} | {:?} | {} | {} | resformer {}", a.name, a.backend, a.driver, a.driver_info, env!("CARGO_PKG_VERSION"))
+    format!(
+        "{} | {:?} | {} | {} | resformer {} | kernels {:016x}",
+        a.name,
+        a.backend,
+        a.driver,
+        a.driver_info,
+        env!("CARGO_PKG_VERSION"),
+        kernels_hash()
+    )
+}
+
+/// FNV-1a over the WGSL of every candidate the tuner may choose: each family tile in both
+/// load forms and weight types, the cooperative kernel and their shared I/O.
+pub fn kernels_hash() -> u64 {
+    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HASH.get_or_init(|| {
+        let mut text = String::new();
+        for t in MatmulTile::FAMILY {
+            for (vec4, f16) in [(true, false), (false, false), (true, true), (false, true)] {
+                text.push_str(&t.wgsl(vec4, f16));
+            }
+        }
+        text.push_str(include_str!("../shaders/matmul_coop.wgsl"));
+        text.push_str(include_str!("../shaders/matmul_io.wgsl"));
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    })
 }
 
 /// Where the choices are kept between processes: `tune.json` in [`crate::device::cache_dir`].
@@ -102,8 +136,16 @@ pub fn candidates(gpu: &Gpu) -> Vec<MatmulVariant> {
     MatmulVariant::available(gpu).into_iter().filter(|v| !matches!(v, MatmulVariant::Subgroup8)).collect()
 }
 
+/// [`candidates`] under `policy`: without the cooperative kernel when its `coop` is off.
+pub fn candidates_for(gpu: &Gpu, policy: &KernelPolicy) -> Vec<MatmulVariant> {
+    candidates(gpu).into_iter().filter(|v| !(*v == MatmulVariant::Coop && policy.coop == Switch::Off)).collect()
+}
+
 /// Times every one of `variants` that `gpu` can run on one seeded (M, N, K) product with
-/// bias; fastest first. `runs` timed repetitions each, after a warm-up.
+/// bias; fastest first. `runs` timed repetitions each, after a warm-up. A candidate counts
+/// only when its output (written over a NaN-poisoned buffer) matches f64 sums on the host at
+/// sampled rows and columns, the last row and column among them, and its median time is a
+/// positive number; one that fails is left out and reported on stderr, never chosen.
 pub fn measure_matmul(
     gpu: &Gpu,
     (m, n, k): (usize, usize, usize),
@@ -111,23 +153,69 @@ pub fn measure_matmul(
     runs: usize,
 ) -> Result<Vec<TuneRow>> {
     let mut rng = Rng::new(0x7e57);
-    let x = Tensor::from_f32(gpu, &[m, k], &rng.vec(m * k, -1.0, 1.0))?;
-    let w = Tensor::from_f32(gpu, &[n, k], &rng.vec(n * k, -1.0, 1.0))?;
-    let b = Tensor::from_f32(gpu, &[n], &rng.vec(n, -1.0, 1.0))?;
-    let out = Tensor::empty(gpu, &[m, n], DType::F32)?;
+    let (xh, wh, bh) = (rng.vec(m * k, -1.0, 1.0), rng.vec(n * k, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+    let x = Tensor::from_f32(gpu, &[m, k], &xh)?;
+    let w = Tensor::from_f32(gpu, &[n, k], &wh)?;
+    let b = Tensor::from_f32(gpu, &[n], &bh)?;
     let available = MatmulVariant::available(gpu);
     let mut rows = Vec::new();
     for &variant in variants {
         if !available.contains(&variant) {
             continue;
         }
-        let d = prepare_matmul_variant(gpu, variant, &x, &w, Some(&b), Activation::None, &out)?;
-        let (times, _) = time_dispatches(gpu, std::slice::from_ref(&d), runs.max(1))?;
-        let ms = median(&times);
-        rows.push(TuneRow { variant, ms, gflops: 2.0 * (m * n * k) as f64 / (ms.max(1e-9) * 1e6) });
+        let measured = (|| -> Result<f64> {
+            let out = Tensor::from_f32(gpu, &[m, n], &vec![f32::NAN; m * n])?;
+            let d = prepare_matmul_variant(gpu, variant, &x, &w, Some(&b), Activation::None, &out)?;
+            let (times, _) = time_dispatches(gpu, std::slice::from_ref(&d), runs.max(1))?;
+            check_sampled(&out.read(gpu)?, (&xh, &wh, &bh), (m, n, k)).map_err(Error::Gpu)?;
+            let ms = median(&times);
+            if !(ms > 0.0 && ms.is_finite()) {
+                return Err(Error::Gpu(format!("its median time read {ms} ms: not a time")));
+            }
+            Ok(ms)
+        })();
+        match measured {
+            Ok(ms) => rows.push(TuneRow { variant, ms, gflops: 2.0 * (m * n * k) as f64 / (ms * 1e6) }),
+            Err(e) => eprintln!("resformer: the tuner left out {} on {m}x{n}x{k}: {e}", variant.name()),
+        }
     }
     rows.sort_by(|a, b| a.ms.total_cmp(&b.ms));
     Ok(rows)
+}
+
+/// Output rows and columns a tuning candidate is checked at: the first, the last and evenly
+/// spaced ones between.
+const CHECKED: usize = 12;
+
+/// Whether `out` (m, n) = x · wᵀ + b at [`CHECKED`]² sampled places, within the split-f16 and
+/// f32 kernels' error: 1e-3 of Σ|x·w| plus 1e-4.
+fn check_sampled(
+    out: &[f32],
+    (x, w, b): (&[f32], &[f32], &[f32]),
+    (m, n, k): Shape,
+) -> std::result::Result<(), String> {
+    let pick = |len: usize| -> Vec<usize> {
+        let mut v: Vec<usize> = (0..CHECKED).map(|i| i * len.saturating_sub(1) / (CHECKED - 1)).collect();
+        v.dedup();
+        v
+    };
+    for &i in &pick(m) {
+        for &j in &pick(n) {
+            let (mut sum, mut mag) = (b[j] as f64, b[j].abs() as f64);
+            for kk in 0..k {
+                let p = x[i * k + kk] as f64 * w[j * k + kk] as f64;
+                sum += p;
+                mag += p.abs();
+            }
+            let got = out[i * n + j] as f64;
+            // NaN (an element never written) fails too
+            let within = (got - sum).abs() <= 1e-3 * mag + 1e-4;
+            if !within {
+                return Err(format!("its output at ({i}, {j}) is {got}, the host's {sum:.6}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Choices made or read in this process, per device key and class.
@@ -148,7 +236,7 @@ pub fn matmul_variant(gpu: &Gpu, policy: &KernelPolicy, (m, n, k): Shape, w_dtyp
     } else if let Some(v) = MatmulVariant::fixed_for_device(gpu) {
         v
     } else {
-        tuned(gpu, policy, m, n, k)
+        tuned(gpu, policy, (m, n, k), w_dtype)
     };
     chosen.for_weights(w_dtype)
 }
@@ -171,23 +259,31 @@ pub fn prepare_matmul(
     prepare_matmul_variant(gpu, variant, x, w, bias, act, out)
 }
 
-/// The tuner's choice for the class of (M, N, K): cached, measured now, or the default tile.
-fn tuned(gpu: &Gpu, policy: &KernelPolicy, m: usize, n: usize, k: usize) -> MatmulVariant {
+/// The tuner's choice for the class of (M, N, K): cached (if the device still offers it under
+/// `policy`), measured now, or the default tile.
+fn tuned(gpu: &Gpu, policy: &KernelPolicy, (m, n, k): Shape, w_dtype: DType) -> MatmulVariant {
     let default = MatmulVariant::Tiled(MatmulTile::DEFAULT);
     if policy.tune == Switch::Off {
         return default;
     }
-    let (key, class) = (device_key(gpu), matmul_class(m, n, k));
+    let (key, class) = (device_key(gpu), matmul_class(m, n, k, w_dtype));
+    let offered = candidates_for(gpu, policy);
     let mut guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
     let choices = guard.get_or_insert_with(|| load_choices(cache_path()));
-    if let Some(t) = choices.get(&key).and_then(|c| c.get(&class)) {
-        return *t;
+    if let Some(t) = choices.get(&key).and_then(|c| c.get(&class)).copied() {
+        if offered.contains(&t) {
+            return t;
+        }
+        eprintln!("resformer: the cached choice {} for {class} is not offered now; not using it", t.name());
+        if let Some(c) = choices.get_mut(&key) {
+            c.remove(&class);
+        }
     }
     if !tunes(policy.tune, gpu) {
         return default;
     }
     let started = web_time::Instant::now();
-    let tile = match measure_matmul(gpu, (m, n, k), &candidates(gpu), 5) {
+    let tile = match measure_matmul(gpu, (m, n, k), &offered, 5) {
         Ok(rows) if !rows.is_empty() => rows[0].variant,
         _ => default,
     };
@@ -241,7 +337,7 @@ pub fn tune(gpu: &Gpu, shapes: &[(usize, usize, usize)], runs: usize) -> Result<
     for &shape in shapes {
         let rows = measure_matmul(gpu, shape, &candidates(gpu), runs)?;
         if let Some(best) = rows.first() {
-            let class = matmul_class(shape.0, shape.1, shape.2);
+            let class = matmul_class(shape.0, shape.1, shape.2, DType::F32);
             file.devices.entry(key.clone()).or_default().insert(class.clone(), best.variant.name());
             let mut guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
             let choices = guard.get_or_insert_with(|| load_choices(path.clone()));
@@ -261,10 +357,61 @@ mod tests {
     use crate::testing::shared_gpu;
 
     #[test]
-    fn classes_round_each_dimension_up_to_a_power_of_two() {
-        assert_eq!(matmul_class(4096, 2304, 768), "matmul m4096n4096k1024");
-        assert_eq!(matmul_class(1, 7, 64), "matmul m1n8k64");
-        assert_ne!(matmul_class(512, 512, 512), matmul_class(513, 512, 512));
+    fn classes_round_m_keep_n_and_k_and_the_load_and_weight_flags() {
+        assert_eq!(matmul_class(4000, 2304, 768, DType::F32), "matmul m4096 n2304 k768");
+        // BERT-base's QKV and FFN1 are two classes, not one
+        assert_ne!(matmul_class(4096, 2304, 768, DType::F32), matmul_class(4096, 3072, 768, DType::F32));
+        assert_eq!(matmul_class(1, 7, 65, DType::F16), "matmul m1 n7 k65 scalar-k w16");
+        assert_ne!(matmul_class(512, 512, 512, DType::F32), matmul_class(513, 512, 512, DType::F32));
+        assert_eq!(matmul_class(300, 384, 384, DType::F32), matmul_class(512, 384, 384, DType::F32));
+    }
+
+    #[test]
+    fn the_sampled_check_catches_a_wrong_or_unwritten_element() {
+        let (m, n, k) = (13, 9, 5);
+        let mut rng = Rng::new(3);
+        let (x, w, b) = (rng.vec(m * k, -1.0, 1.0), rng.vec(n * k, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+        let mut out = vec![0.0f32; m * n];
+        crate::reference::matmul::matmul(
+            &mut out,
+            &x,
+            &w,
+            Some(&b),
+            Activation::None,
+            crate::ops::MatmulShape::linear(m, n, k),
+        );
+        assert_eq!(check_sampled(&out, (&x, &w, &b), (m, n, k)), Ok(()));
+        for (i, j) in [(m - 1, n - 1), (0, 0), (m - 1, 0)] {
+            let mut bad = out.clone();
+            bad[i * n + j] += 0.05;
+            assert!(check_sampled(&bad, (&x, &w, &b), (m, n, k)).is_err(), "({i}, {j}) off by 0.05");
+            bad[i * n + j] = f32::NAN;
+            assert!(check_sampled(&bad, (&x, &w, &b), (m, n, k)).is_err(), "({i}, {j}) NaN");
+        }
+    }
+
+    #[test]
+    fn a_stale_cached_choice_is_not_run_and_the_key_names_the_kernels() {
+        let Some(gpu) = shared_gpu() else { return };
+        let key = device_key(gpu);
+        assert!(key.ends_with(&format!("kernels {:016x}", kernels_hash())), "{key}");
+        // a cached coop (or a tile this device cannot run) with coop off: the default runs
+        let off = KernelPolicy { coop: Switch::Off, tune: Switch::Auto, ..Default::default() };
+        assert!(!candidates_for(gpu, &off).contains(&MatmulVariant::Coop));
+        let shape = (96, 72, 40);
+        let class = matmul_class(shape.0, shape.1, shape.2, DType::F32);
+        {
+            let mut guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
+            let choices = guard.get_or_insert_with(|| load_choices(cache_path()));
+            choices.entry(key.clone()).or_default().insert(class.clone(), MatmulVariant::Coop);
+        }
+        let got = tuned(gpu, &off, shape, DType::F32);
+        assert_ne!(got, MatmulVariant::Coop);
+        if !tunes(off.tune, gpu) {
+            assert_eq!(got, MatmulVariant::Tiled(MatmulTile::DEFAULT));
+        }
+        let guard = CHOICES.lock().unwrap_or_else(|p| p.into_inner());
+        assert_ne!(guard.as_ref().and_then(|c| c.get(&key)).and_then(|c| c.get(&class)), Some(&MatmulVariant::Coop));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn run(a: Args) -> CliResult {
     println!("adapter: {}", gpu.adapter().label());
     let start = Instant::now();
     for ((m, n, k), rows) in tune::tune(&gpu, &shapes, a.runs)? {
-        println!("{m}x{n}x{k} ({}):", tune::matmul_class(m, n, k));
+        println!("{m}x{n}x{k} ({}):", tune::matmul_class(m, n, k, resformer::DType::F32));
         for (i, r) in rows.iter().enumerate() {
             let mark = if i == 0 { "  <- chosen" } else { "" };
             println!("  {:<14} {:>10.3} ms {:>10.1} GFLOP/s{mark}", r.variant.name(), r.ms, r.gflops);
