@@ -105,6 +105,9 @@ pub struct Shader {
     pub name: &'static str,
     /// What tells this build from the stem's others (`dmax64`); empty when there is one.
     pub key: String,
+    /// Built without wgpu's runtime checks (no bounds checks, no workgroup zero-init):
+    /// only for a generated family whose indexing the ragged parity tests prove.
+    pub unchecked: bool,
     source: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
 }
 
@@ -126,7 +129,14 @@ impl Shader {
         let key = key.into();
         let what = format!("{name} {key}");
         let source = std::sync::Arc::new(move || prelude.render(&what) + &generate());
-        Shader { name, key, source }
+        Shader { name, key, unchecked: false, source }
+    }
+
+    /// This shader built without bounds checks and without workgroup zero-init
+    /// (`wgpu::ShaderRuntimeChecks::unchecked()`); its key says so, so the device keeps the
+    /// two builds apart.
+    pub fn unchecked(self) -> Shader {
+        Shader { key: format!("{} unchecked", self.key), unchecked: true, ..self }
     }
 
     /// The whole WGSL source, made now.

@@ -54,6 +54,9 @@ const COOP_WORKGROUP_BYTES: u64 =
 pub enum MatmulVariant {
     /// The tiled family, in this configuration.
     Tiled(MatmulTile),
+    /// The same generated kernel built without bounds checks and workgroup zero-init
+    /// ([`crate::shaders::Shader::unchecked`]): a separate tuner candidate, never a default.
+    Unchecked(MatmulTile),
     /// The 8-wide-subgroup kernel.
     Subgroup8,
     /// The split-f16 cooperative-matrix kernel: only where [`coop_status`] passed.
@@ -194,7 +197,7 @@ impl MatmulVariant {
                     && y <= l.max_compute_workgroup_size_y
                     && t.workgroup_bytes() <= l.max_compute_workgroup_storage_size as u64
             })
-            .map(MatmulVariant::Tiled)
+            .flat_map(|t| [MatmulVariant::Tiled(t), MatmulVariant::Unchecked(t)])
             .collect();
         if super::has_subgroup8(gpu) {
             v.push(MatmulVariant::Subgroup8);
@@ -209,6 +212,7 @@ impl MatmulVariant {
     pub fn name(&self) -> String {
         match self {
             MatmulVariant::Tiled(t) => t.name(),
+            MatmulVariant::Unchecked(t) => format!("{t}-unchecked"),
             MatmulVariant::Subgroup8 => "subgroup8".into(),
             MatmulVariant::Coop => "coop".into(),
         }
@@ -216,7 +220,7 @@ impl MatmulVariant {
 
     /// What [`MatmulVariant::parse`] accepts, for error messages.
     pub const SPELLINGS: &'static str =
-        "subgroup8, coop, tiled (the default tile) or a family tile such as 128x64x16/8x4";
+        "subgroup8, coop, tiled (the default tile), a family tile such as 128x64x16/8x4, or one with -unchecked";
 
     /// Parses `RESFORMER_MATMUL`'s values: `subgroup8`, `coop`, `tiled` (the default tile) or
     /// a tile name of the family.
@@ -225,7 +229,14 @@ impl MatmulVariant {
             "subgroup8" => Some(MatmulVariant::Subgroup8),
             "coop" => Some(MatmulVariant::Coop),
             "tiled" => Some(MatmulVariant::Tiled(MatmulTile::DEFAULT)),
-            _ => MatmulTile::parse(s).filter(|t| MatmulTile::FAMILY.contains(t)).map(MatmulVariant::Tiled),
+            _ => {
+                let (tile, unchecked) = match s.strip_suffix("-unchecked") {
+                    Some(t) => (t, true),
+                    None => (s, false),
+                };
+                let t = MatmulTile::parse(tile).filter(|t| MatmulTile::FAMILY.contains(t))?;
+                Some(if unchecked { MatmulVariant::Unchecked(t) } else { MatmulVariant::Tiled(t) })
+            }
         }
     }
 
@@ -252,7 +263,7 @@ impl MatmulVariant {
     /// another variant becomes the default tile there.
     pub fn for_weights(self, w_dtype: DType) -> MatmulVariant {
         match self {
-            MatmulVariant::Tiled(_) => self,
+            MatmulVariant::Tiled(_) | MatmulVariant::Unchecked(_) => self,
             _ if w_dtype == DType::F16 => MatmulVariant::Tiled(MatmulTile::DEFAULT),
             _ => self,
         }
@@ -263,6 +274,12 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Tiled(tile) => (
                 tile_shader(tile, k.is_multiple_of(4), w_f16),
+                tile.bm as usize,
+                tile.bn as usize,
+                tile.workgroup_bytes(),
+            ),
+            MatmulVariant::Unchecked(tile) => (
+                tile_shader(tile, k.is_multiple_of(4), w_f16).unchecked(),
                 tile.bm as usize,
                 tile.bn as usize,
                 tile.workgroup_bytes(),
@@ -395,7 +412,8 @@ fn prepare_checked(
 ) -> Result<Dispatch> {
     check_operand(gpu, OP, "x", x, &[2, 3], DType::F32)?;
     let w_f16 = w.dtype() == DType::F16;
-    if w_f16 && !(matches!(variant, MatmulVariant::Tiled(_)) && gpu.features().contains(wgpu::Features::SHADER_F16)) {
+    let generated = matches!(variant, MatmulVariant::Tiled(_) | MatmulVariant::Unchecked(_));
+    if w_f16 && !(generated && gpu.features().contains(wgpu::Features::SHADER_F16)) {
         return Err(Error::InvalidArgument {
             op: OP,
             what: format!("f16 weights need the tiled kernels and the device's SHADER_F16 (variant {variant:?})"),
@@ -593,18 +611,20 @@ mod tests {
                 let (tx, tb) = (Tensor::from_f32(gpu, &[m, k], &x).unwrap(), Tensor::from_f32(gpu, &[n], &b).unwrap());
                 let tw = Tensor::from_f16(gpu, &[n, k], &w).unwrap();
                 let out = Tensor::empty(gpu, &[m, n], DType::F32).unwrap();
-                out.poison(gpu).unwrap();
-                let mut enc = gpu.encoder("test");
-                let variant = MatmulVariant::Tiled(tile);
-                prepare_matmul_variant(gpu, variant, &tx, &tw, Some(&tb), Activation::Gelu, &out)
-                    .unwrap()
-                    .record(&mut enc);
-                gpu.submit_and_wait(enc).unwrap();
-                let mut want = vec![0.0; m * n];
-                let shape = MatmulShape::linear(m, n, k);
-                reference::matmul::matmul(&mut want, &x, &rounded, Some(&b), Activation::Gelu, shape);
-                let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
-                assert_close(&format!("matmul f16 w {tile} {m}x{n}x{k}"), &out.read(gpu).unwrap(), &want, tol);
+                for variant in [MatmulVariant::Tiled(tile), MatmulVariant::Unchecked(tile)] {
+                    out.poison(gpu).unwrap();
+                    let mut enc = gpu.encoder("test");
+                    prepare_matmul_variant(gpu, variant, &tx, &tw, Some(&tb), Activation::Gelu, &out)
+                        .unwrap()
+                        .record(&mut enc);
+                    gpu.submit_and_wait(enc).unwrap();
+                    let mut want = vec![0.0; m * n];
+                    let shape = MatmulShape::linear(m, n, k);
+                    reference::matmul::matmul(&mut want, &x, &rounded, Some(&b), Activation::Gelu, shape);
+                    let tol = Tol { atol: MATMUL_TOL.atol * (k as f32).sqrt(), ..MATMUL_TOL };
+                    let what = format!("matmul f16 w {} {m}x{n}x{k}", variant.name());
+                    assert_close(&what, &out.read(gpu).unwrap(), &want, tol);
+                }
             }
         }
         // the subgroup kernel reads no f16: asked for it, the op refuses
@@ -620,6 +640,25 @@ mod tests {
     }
 
     #[test]
+    fn every_variant_name_parses_back_to_itself() {
+        let mut all: Vec<MatmulVariant> = MatmulTile::FAMILY
+            .into_iter()
+            .flat_map(|t| [MatmulVariant::Tiled(t), MatmulVariant::Unchecked(t)])
+            .collect();
+        all.extend([MatmulVariant::Subgroup8, MatmulVariant::Coop]);
+        for v in all {
+            assert_eq!(MatmulVariant::parse(&v.name()), Some(v), "{}", v.name());
+        }
+        assert_eq!(MatmulVariant::parse("9x9x9/3x3-unchecked"), None);
+        assert_eq!(MatmulVariant::parse("coop-unchecked"), None);
+        // the two builds of one tile are two kernels on the device
+        let tile = MatmulTile::DEFAULT;
+        let (checked, unchecked) = (tile_shader(tile, true, false), tile_shader(tile, true, false).unchecked());
+        assert!(!checked.unchecked && unchecked.unchecked && checked.key != unchecked.key);
+        assert_eq!(checked.wgsl(), unchecked.wgsl());
+    }
+
+    #[test]
     fn matmul_params_match_wgsl_layout() {
         // the f16-weight builds share matmul_io.wgsl's Params with the f32 ones checked here
         for s in shaders().iter().filter(|s| !s.key.contains("f16w")) {
@@ -632,7 +671,10 @@ mod tests {
         // guards against the variant list (so the parity tests above) silently shrinking on lavapipe
         let Some(gpu) = shared_gpu() else { return };
         if gpu.adapter().is_software() && gpu.features().contains(wgpu::Features::SUBGROUP) {
-            let mut want: Vec<MatmulVariant> = MatmulTile::FAMILY.into_iter().map(MatmulVariant::Tiled).collect();
+            let mut want: Vec<MatmulVariant> = MatmulTile::FAMILY
+                .into_iter()
+                .flat_map(|t| [MatmulVariant::Tiled(t), MatmulVariant::Unchecked(t)])
+                .collect();
             want.push(MatmulVariant::Subgroup8);
             assert_eq!(MatmulVariant::available(gpu), want);
         }

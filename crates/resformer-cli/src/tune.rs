@@ -35,7 +35,7 @@ pub fn run(a: Args) -> CliResult {
         println!("{m}x{n}x{k} ({}):", tune::matmul_class(m, n, k, resformer::DType::F32));
         for (i, r) in rows.iter().enumerate() {
             let mark = if i == 0 { "  <- chosen" } else { "" };
-            println!("  {:<14} {:>10.3} ms {:>10.1} GFLOP/s{mark}", r.variant.name(), r.ms, r.gflops);
+            println!("  {:<24} {:>10.3} ms {:>10.1} GFLOP/s{mark}", r.variant.name(), r.ms, r.gflops);
         }
     }
     match tune::cache_path() {
