@@ -14,9 +14,13 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// A valid 2-block file (E 8, F 16) as bytes.
+/// A valid 2-block file (E 8, F 16) as bytes. Each call writes a file of its own: the tests
+/// run on parallel threads, and one reading a shared file while another rewrites it read 0
+/// bytes (a CI failure of truncated_file_is_an_error).
 fn good_weights() -> Vec<u8> {
-    let p = tmp("good.safetensors");
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let p = tmp(&format!("good-{n}.safetensors"));
     StackWeights::random(1, 2, 8, 16).save(&p, "").unwrap();
     std::fs::read(p).unwrap()
 }
