@@ -8,7 +8,7 @@ use crate::ops::AttentionConfig;
 /// sees no key gets NaN). One rayon task per (batch, head), its queries four at a time:
 /// scores against a contiguous Kᵀ, softmax, then p · v with each row's sums in registers ([`head`]).
 pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &AttentionConfig) {
-    let (e, d, seq) = (cfg.embed(), cfg.head_dim, cfg.seq);
+    let (e, seq) = (cfg.embed(), cfg.seq);
     assert!(qkv.len() >= cfg.tokens() * 3 * e && out.len() >= cfg.tokens() * e, "attention: short operands");
     assert!(key_pad.is_none_or(|m| m.len() >= cfg.batch * seq), "attention: short key_pad");
     // consecutive positions of one batch element are this many token rows apart
@@ -21,13 +21,19 @@ pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &At
             head(qkv, Head { first_row: cfg.row(b, 0), row_step, seq, h }, pad, cfg)
         })
         .collect();
-    // scatter each head's (seq, D) into its columns of out
     for (bh, o) in heads.iter().enumerate() {
         let (b, h) = (bh / cfg.heads, bh % cfg.heads);
-        for (i, orow) in o.chunks(d).enumerate() {
-            let at = cfg.row(b, i) * e + h * d;
-            out[at..at + d].copy_from_slice(orow);
-        }
+        scatter(out, o, h, cfg, |i| cfg.row(b, i));
+    }
+}
+
+/// Writes one head's (seq, D) output `o` into its columns of `out` (tokens, E); `row(i)` is
+/// the token row of its position i.
+fn scatter(out: &mut [f32], o: &[f32], h: usize, cfg: &AttentionConfig, row: impl Fn(usize) -> usize) {
+    let (e, d) = (cfg.embed(), cfg.head_dim);
+    for (i, orow) in o.chunks(d).enumerate() {
+        let at = row(i) * e + h * d;
+        out[at..at + d].copy_from_slice(orow);
     }
 }
 
@@ -35,7 +41,7 @@ pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &At
 /// token rows after the ones before it, and attends only to itself (variable-length attention,
 /// nothing spent on padding). `cfg` gives heads, head_dim and causal; its batch and seq are not read.
 pub fn attention_packed(out: &mut [f32], qkv: &[f32], lens: &[usize], cfg: &AttentionConfig) {
-    let (e, d) = (cfg.embed(), cfg.head_dim);
+    let e = cfg.embed();
     let tokens: usize = lens.iter().sum();
     assert!(qkv.len() >= tokens * 3 * e && out.len() >= tokens * e, "attention_packed: short operands");
     let starts: Vec<usize> = lens.iter().scan(0, |at, &l| Some(std::mem::replace(at, *at + l))).collect();
@@ -51,10 +57,7 @@ pub fn attention_packed(out: &mut [f32], qkv: &[f32], lens: &[usize], cfg: &Atte
         .collect();
     for (sh, o) in &heads {
         let (s, h) = (sh / cfg.heads, sh % cfg.heads);
-        for (i, orow) in o.chunks(d).enumerate() {
-            let at = (starts[s] + i) * e + h * d;
-            out[at..at + d].copy_from_slice(orow);
-        }
+        scatter(out, o, h, cfg, |i| starts[s] + i);
     }
 }
 

@@ -415,11 +415,6 @@ impl Prepared {
         }
     }
 
-    /// Whether its rows are packed without padding.
-    pub fn is_packed(&self) -> bool {
-        self.packed
-    }
-
     /// The first row of each input in the forward's output.
     fn starts(&self) -> Vec<usize> {
         let mut at = 0;
