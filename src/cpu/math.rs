@@ -94,7 +94,7 @@ pub(crate) fn gelu_tanh(v: f32) -> f32 {
 
 /// rows (r, n) = act(rows + bias) in place, row by row: the matmul's epilogue.
 #[inline(always)]
-fn bias_act_body(rows: &mut [f32], n: usize, bias: Option<&[f32]>, act: Activation) {
+pub(crate) fn bias_act_body(rows: &mut [f32], n: usize, bias: Option<&[f32]>, act: Activation) {
     for row in rows.chunks_exact_mut(n) {
         if let Some(bias) = bias {
             row.iter_mut().zip(&bias[..n]).for_each(|(v, b)| *v += b);

@@ -15,6 +15,8 @@ pub mod layernorm;
 pub(crate) mod math;
 /// matmul with fused bias and activation through sgemm.
 pub mod matmul;
+/// Linear layers on weights packed once at load, an AVX-512 / AVX2 micro-kernel of our own.
+pub mod packed;
 /// Elementwise add in parallel chunks.
 pub mod residual_add;
 
