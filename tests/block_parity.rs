@@ -33,10 +33,14 @@ fn stack_cpu_backend_matches_pytorch_fixtures_and_the_reference() {
     // the fast host kernels: PyTorch's tolerance, and within 1e-5 of the reference path
     for f in fixtures() {
         let (seq, batch, pad) = (f.shape.seq, f.shape.batch, f.key_pad.as_deref());
-        let got = cpu::forward_with(HostKernels::Fast, &f.weights, &f.cfg, &f.input, seq, batch, pad);
-        assert_close(&format!("cpu backend {}", f.name), &got, &f.output, PYTORCH_TOL);
         let want = cpu::forward(&f.weights, &f.cfg, &f.input, seq, batch, pad);
-        assert_close(&format!("cpu backend vs reference {}", f.name), &got, &want, CPU_BACKEND_TOL);
+        // the weights packed for this CPU's micro-kernel (as a loaded stack runs), and sgemm's path
+        let packs = cpu::HostPacks::new(&f.weights);
+        for (how, packs) in [("packed", Some(&packs)), ("sgemm", None)] {
+            let got = cpu::forward_with(HostKernels::Fast, &f.weights, packs, &f.cfg, &f.input, seq, batch, pad);
+            assert_close(&format!("cpu backend ({how}) {}", f.name), &got, &f.output, PYTORCH_TOL);
+            assert_close(&format!("cpu backend ({how}) vs reference {}", f.name), &got, &want, CPU_BACKEND_TOL);
+        }
     }
 }
 

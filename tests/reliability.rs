@@ -130,10 +130,12 @@ fn nan_and_inf_inputs_propagate_as_in_pytorch() {
     // PyTorch (scripts/make_fixtures.py's block): a NaN or Inf in one token of batch
     // element b makes every output of b NaN, through attention; other elements stay finite.
     let (w, cfg) = small_cfg();
+    let packs = cpu::HostPacks::new(&w);
     let (seq, batch) = (5, 3);
     let mut paths: Vec<Path<'_>> = vec![
         Box::new(|x| cpu::forward(&w, &cfg, x, seq, batch, None)),
-        Box::new(|x| cpu::forward_with(HostKernels::Fast, &w, &cfg, x, seq, batch, None)),
+        Box::new(|x| cpu::forward_with(HostKernels::Fast, &w, None, &cfg, x, seq, batch, None)),
+        Box::new(|x| cpu::forward_with(HostKernels::Fast, &w, Some(&packs), &cfg, x, seq, batch, None)),
     ];
     if let Some(gpu) = shared_gpu() {
         let stack = GpuStack::new(gpu.clone(), &w, cfg).unwrap();

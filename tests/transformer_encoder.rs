@@ -79,6 +79,7 @@ fn a_final_norm_is_applied_after_the_last_block_on_every_path() {
         let fast = host::forward_with(
             host::HostKernels::Fast,
             &loaded,
+            Some(&host::HostPacks::new(&loaded)),
             &f.cfg,
             &f.input,
             f.shape.seq,

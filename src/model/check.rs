@@ -74,14 +74,15 @@ impl Stack {
                     let inputs: Vec<(usize, &[f32])> = step.inputs().into_iter().map(|i| (i, &bufs[i][..])).collect();
                     s.replay_step((seq, batch), key_pad, index, &inputs, out)?
                 }
-                Stack::Cpu { kernels, weights: own, .. } => {
+                Stack::Cpu { kernels, weights: own, packs, .. } => {
                     // the stack's own weights: `weights` is only what the reference runs
                     let mut mine = bufs.clone();
-                    run_model_step(*kernels, step, own, &own.edges(), &cfg, &rows, &mut mine);
+                    let packs = Some(packs).filter(|_| *kernels == HostKernels::Fast);
+                    run_model_step(*kernels, step, own, packs, &own.edges(), &cfg, &rows, &mut mine);
                     std::mem::take(&mut mine[out])
                 }
             };
-            run_model_step(HostKernels::Reference, step, weights, &edges, &cfg, &rows, &mut bufs);
+            run_model_step(HostKernels::Reference, step, weights, None, &edges, &cfg, &rows, &mut bufs);
             let (block, label) = match *step {
                 ModelStep::Block { block, step } => (Some(block), step.label(&cfg, t)),
                 ModelStep::Edge { edge, .. } => (None, edges[edge].label(t)),

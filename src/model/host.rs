@@ -5,7 +5,8 @@
 use super::block::{Act, Step};
 use super::config::BlockConfig;
 use super::steps::{Edge, ModelStep};
-use super::weights::{BlockWeights, StackWeights};
+use super::weights::{block_tensor_names, is_matmul_weight, BlockWeights, StackWeights};
+use crate::cpu::packed::PackedLinear;
 use crate::ops::{Activation, AttentionConfig, MatmulShape};
 use crate::{cpu, reference};
 
@@ -43,6 +44,56 @@ impl HostKernels {
     }
 }
 
+/// The CPU backend's linear weights packed once, at load, for its own micro-kernel
+/// ([`cpu::packed`]): each block's matmul weights and each linear edge's. Empty where the CPU
+/// has no packed kernel (no AVX2 + FMA, wasm32): the forward then runs every product through
+/// sgemm, which packs the weights itself at every call.
+#[derive(Clone, Debug, Default)]
+pub struct HostPacks {
+    /// Per block, per tensor in [`block_tensor_names`] order: the matmul weights' packings.
+    blocks: Vec<Vec<Option<PackedLinear>>>,
+    /// Per edge in [`StackWeights::edges`] order: the linear edges' packings.
+    edges: Vec<Option<PackedLinear>>,
+}
+
+impl HostPacks {
+    /// Packs every linear weight of `weights` for this CPU (none where it has no packed kernel).
+    pub fn new(weights: &StackWeights) -> HostPacks {
+        if cpu::packed::Isa::detect().is_none() {
+            return HostPacks::default();
+        }
+        let names = block_tensor_names(weights.embed, weights.ff);
+        let pack = |w: &[f32], n: usize, k: usize| PackedLinear::new(w, n, k);
+        let blocks = weights
+            .blocks
+            .iter()
+            .map(|b| {
+                let tensors = b.tensors();
+                (0..tensors.len())
+                    .map(|i| match is_matmul_weight(i) {
+                        true => pack(tensors[i], names[i].1[0], names[i].1[1]),
+                        false => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let edges = weights
+            .edges()
+            .iter()
+            .map(|e| match e {
+                Edge::Linear { weight, n, k, .. } => pack(weight, *n, *k),
+                _ => None,
+            })
+            .collect();
+        HostPacks { blocks, edges }
+    }
+
+    /// Whether any weight is packed (false on a CPU without the packed kernel).
+    pub fn is_empty(&self) -> bool {
+        self.blocks.iter().flatten().chain(&self.edges).all(Option::is_none)
+    }
+}
+
 /// Runs every block of `weights` on `x` (T, E) in token-row order (see
 /// [`crate::kernels::attention`]) on the reference kernels and returns the output (T, E).
 pub fn forward(
@@ -53,22 +104,26 @@ pub fn forward(
     batch: usize,
     key_pad: Option<&[u32]>,
 ) -> Vec<f32> {
-    forward_with(HostKernels::Reference, weights, cfg, x, seq, batch, key_pad)
+    forward_with(HostKernels::Reference, weights, None, cfg, x, seq, batch, key_pad)
 }
 
 /// [`forward`] on the chosen host kernels: the model's whole step list ([`super::steps::Layout`]), its
 /// edges included; the input is (T, in) and the output (T, out). The buffers are allocated
-/// once per call and reused by every block.
+/// once per call and reused by every block. On [`HostKernels::Fast`], `packs` (from
+/// [`HostPacks::new`] of these `weights`) run the linear layers on the packed micro-kernel;
+/// without them every product goes through sgemm. The reference ignores them.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_with(
     kernels: HostKernels,
     weights: &StackWeights,
+    packs: Option<&HostPacks>,
     cfg: &BlockConfig,
     x: &[f32],
     seq: usize,
     batch: usize,
     key_pad: Option<&[u32]>,
 ) -> Vec<f32> {
-    run_rows(kernels, weights, cfg, x, Rows::Grid { att: attention_config(cfg, seq, batch), key_pad })
+    run_rows(kernels, weights, packs, cfg, x, Rows::Grid { att: attention_config(cfg, seq, batch), key_pad })
 }
 
 /// [`forward_with`] of sequences packed back to back without padding (`lens` their lengths,
@@ -78,21 +133,30 @@ pub fn forward_with(
 pub fn forward_packed(
     kernels: HostKernels,
     weights: &StackWeights,
+    packs: Option<&HostPacks>,
     cfg: &BlockConfig,
     x: &[f32],
     lens: &[usize],
 ) -> Vec<f32> {
-    run_rows(kernels, weights, cfg, x, Rows::Packed { att: attention_config(cfg, 0, 1), lens })
+    run_rows(kernels, weights, packs, cfg, x, Rows::Packed { att: attention_config(cfg, 0, 1), lens })
 }
 
-fn run_rows(kernels: HostKernels, weights: &StackWeights, cfg: &BlockConfig, x: &[f32], rows: Rows<'_>) -> Vec<f32> {
+fn run_rows(
+    kernels: HostKernels,
+    weights: &StackWeights,
+    packs: Option<&HostPacks>,
+    cfg: &BlockConfig,
+    x: &[f32],
+    rows: Rows<'_>,
+) -> Vec<f32> {
     let layout = weights.layout(cfg);
     let t = rows.tokens();
     let mut bufs: Vec<Vec<f32>> = layout.cols.iter().map(|c| vec![0.0; t * c]).collect();
     bufs[layout.input].copy_from_slice(x);
     let edges = weights.edges();
+    let packs = packs.filter(|_| kernels == HostKernels::Fast);
     for step in &layout.steps {
-        run_model_step(kernels, step, weights, &edges, cfg, &rows, &mut bufs);
+        run_model_step(kernels, step, weights, packs, &edges, cfg, &rows, &mut bufs);
     }
     std::mem::take(&mut bufs[layout.output])
 }
@@ -116,30 +180,38 @@ impl Rows<'_> {
     }
 }
 
-/// Runs one step of the model's list on the host.
+/// Runs one step of the model's list on the host (`packs` only on the CPU backend).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_model_step(
     kernels: HostKernels,
     step: &ModelStep,
     weights: &StackWeights,
+    packs: Option<&HostPacks>,
     edges: &[&Edge],
     cfg: &BlockConfig,
     rows: &Rows<'_>,
     bufs: &mut [Vec<f32>],
 ) {
     match *step {
-        ModelStep::Block { block, step } => run_step(kernels, &step, &weights.blocks[block], cfg, rows, bufs),
+        ModelStep::Block { block, step } => {
+            let packed = packs.and_then(|p| p.blocks.get(block)).map(|b| &b[..]).unwrap_or(&[]);
+            run_step(kernels, &step, &weights.blocks[block], packed, cfg, rows, bufs)
+        }
         ModelStep::Edge { edge, x, out } => {
             let mut o = std::mem::take(&mut bufs[out]);
-            run_edge(kernels, edges[edge], cfg, rows, &bufs[x], &mut o);
+            let packed = packs.and_then(|p| p.edges.get(edge)).and_then(Option::as_ref);
+            run_edge(kernels, edges[edge], packed, cfg, rows, &bufs[x], &mut o);
             bufs[out] = o;
         }
     }
 }
 
-/// One edge step on the host: `out` from `x`, both (T, cols).
+/// One edge step on the host: `out` from `x`, both (T, cols); `packed`, the edge's packed
+/// weight if it is a linear one on the CPU backend.
 pub(crate) fn run_edge(
     kernels: HostKernels,
     edge: &Edge,
+    packed: Option<&PackedLinear>,
     cfg: &BlockConfig,
     rows: &Rows<'_>,
     x: &[f32],
@@ -150,9 +222,10 @@ pub(crate) fn run_edge(
     match edge {
         Edge::Layernorm { gamma, beta, .. } => layernorm(out, x, None, gamma, beta, t, gamma.len(), cfg.eps),
         // (T, n) = (T, k) · (n, k)ᵀ
-        Edge::Linear { weight, bias, n, k, .. } => {
-            matmul(out, x, weight, Some(bias), Activation::None, MatmulShape::linear(t, *n, *k))
-        }
+        Edge::Linear { weight, bias, n, k, .. } => match packed.filter(|_| t <= cpu::packed::PACKED_MAX_ROWS) {
+            Some(p) => cpu::packed::linear(out, x, p, Some(bias), Activation::None, t),
+            None => matmul(out, x, weight, Some(bias), Activation::None, MatmulShape::linear(t, *n, *k)),
+        },
         Edge::AddPositions { table, width, .. } => match rows {
             Rows::Grid { att, .. } => residual_add(out, x, &Edge::expand_positions(table, *width, att)),
             Rows::Packed { .. } => panic!("forward_packed: a position-table edge needs the padded grid"),
@@ -173,10 +246,12 @@ pub(crate) fn attention_config(cfg: &BlockConfig, seq: usize, batch: usize) -> A
 }
 
 /// Runs one step of a block on the host: reads its inputs from `bufs`, writes its output there.
+/// `packed` holds the block's packed matmul weights by tensor index (empty: none packed).
 pub(crate) fn run_step(
     kernels: HostKernels,
     step: &Step,
     block: &BlockWeights,
+    packed: &[Option<PackedLinear>],
     cfg: &BlockConfig,
     rows: &Rows<'_>,
     bufs: &mut [Vec<f32>],
@@ -192,7 +267,17 @@ pub(crate) fn run_step(
         Step::Matmul { x, w, b: bias, act, .. } => {
             let (n, k) = (p[bias as usize].len(), x.cols(cfg));
             // (T, N) = (T, K) · (N, K)ᵀ
-            matmul(&mut out, b(x), p[w as usize], Some(&p[bias as usize][..]), act, MatmulShape::linear(t, n, k))
+            match packed.get(w as usize).and_then(Option::as_ref).filter(|_| t <= cpu::packed::PACKED_MAX_ROWS) {
+                Some(pw) => cpu::packed::linear(&mut out, b(x), pw, Some(&p[bias as usize][..]), act, t),
+                None => matmul(
+                    &mut out,
+                    b(x),
+                    p[w as usize],
+                    Some(&p[bias as usize][..]),
+                    act,
+                    MatmulShape::linear(t, n, k),
+                ),
+            }
         }
         Step::Attention { qkv, .. } => match *rows {
             Rows::Grid { att, key_pad } => attention(&mut out, b(qkv), key_pad, &att),
@@ -262,9 +347,11 @@ mod tests {
                 pad[b * seq..b * seq + l].fill(0);
                 start += l;
             }
+            let packs = HostPacks::new(&weights);
             for kernels in [HostKernels::Fast, HostKernels::Reference] {
-                let got = forward_packed(kernels, &weights, &cfg, &packed_x, &lens);
-                let padded = forward_with(HostKernels::Reference, &weights, &cfg, &grid, seq, lens.len(), Some(&pad));
+                let got = forward_packed(kernels, &weights, Some(&packs), &cfg, &packed_x, &lens);
+                let padded =
+                    forward_with(HostKernels::Reference, &weights, None, &cfg, &grid, seq, lens.len(), Some(&pad));
                 let mut start = 0;
                 for (b, &l) in lens.iter().enumerate() {
                     assert_close(

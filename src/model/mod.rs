@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::kernels::KernelPolicy;
-use host::HostKernels;
+use host::{HostKernels, HostPacks};
 
 /// Where a model's weights go and what runs it: a device and the kernel policy its plans
 /// bind, or (without a device) a set of host kernels. [`crate::Engine`] holds one; models
@@ -111,10 +111,15 @@ impl Placement {
         match &self.gpu {
             Some(g) => Ok(Stack::Gpu(GpuStack::with_policy(g.clone(), &weights, cfg, self.policy.clone())?)),
             // the f16 mode computes with f16-rounded matmul weights on every backend
-            None if cfg.precision == Precision::F16 => {
-                Ok(Stack::Cpu { weights: weights.rounded_to_f16(), cfg, kernels: self.host, pool: self.pool.clone() })
+            None => {
+                let weights = if cfg.precision == Precision::F16 { weights.rounded_to_f16() } else { weights };
+                // the CPU backend's weights packed once, here, for its micro-kernel
+                let packs = match self.host {
+                    HostKernels::Fast => HostPacks::new(&weights),
+                    HostKernels::Reference => HostPacks::default(),
+                };
+                Ok(Stack::Cpu { weights, packs, cfg, kernels: self.host, pool: self.pool.clone() })
             }
-            None => Ok(Stack::Cpu { weights, cfg, kernels: self.host, pool: self.pool.clone() }),
         }
     }
 
@@ -137,6 +142,8 @@ pub enum Stack {
     Cpu {
         /// The weights, on the host.
         weights: StackWeights,
+        /// The CPU backend's linear weights, packed at load (empty for the reference).
+        packs: HostPacks,
         /// The block configuration.
         cfg: BlockConfig,
         /// Which host kernels.
@@ -189,8 +196,8 @@ impl Stack {
     pub fn forward(&self, x: &[f32], seq: usize, batch: usize, key_pad: Option<&[u32]>) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward(x, seq, batch, key_pad),
-            Stack::Cpu { weights, cfg, kernels, pool } => {
-                pool.run(|| forward_host(weights, cfg, *kernels, x, seq, batch, key_pad))
+            Stack::Cpu { weights, packs, cfg, kernels, pool } => {
+                pool.run(|| forward_host(weights, packs, cfg, *kernels, x, seq, batch, key_pad))
             }
         }
     }
@@ -206,8 +213,8 @@ impl Stack {
     ) -> Result<Vec<f32>> {
         match self {
             Stack::Gpu(s) => s.forward_async(x, seq, batch, key_pad).await,
-            Stack::Cpu { weights, cfg, kernels, pool } => {
-                pool.run(|| forward_host(weights, cfg, *kernels, x, seq, batch, key_pad))
+            Stack::Cpu { weights, packs, cfg, kernels, pool } => {
+                pool.run(|| forward_host(weights, packs, cfg, *kernels, x, seq, batch, key_pad))
             }
         }
     }
@@ -235,7 +242,9 @@ impl Stack {
         if !self.runs_packed() {
             return bad(format!("{} runs batches padded, not packed", self.describe()));
         }
-        let Stack::Cpu { weights, cfg, kernels, pool } = self else { unreachable!("runs_packed is the CPU backend") };
+        let Stack::Cpu { weights, packs, cfg, kernels, pool } = self else {
+            unreachable!("runs_packed is the CPU backend")
+        };
         let cols = InputSpec::new(&weights.layout(cfg), &weights.edges()).cols;
         let t: usize = lens.iter().sum();
         if lens.is_empty() || lens.contains(&0) {
@@ -244,14 +253,16 @@ impl Stack {
         if x.len() != t * cols {
             return bad(format!("input has {} values, expected {t} tokens x {cols} columns = {}", x.len(), t * cols));
         }
-        Ok(pool.run(|| host::forward_packed(*kernels, weights, cfg, x, lens)))
+        Ok(pool.run(|| host::forward_packed(*kernels, weights, Some(packs), cfg, x, lens)))
     }
 }
 
 /// The host path of [`Stack::forward`]: the input checked against the model's steps, then the
 /// interpreter.
+#[allow(clippy::too_many_arguments)]
 fn forward_host(
     weights: &StackWeights,
+    packs: &HostPacks,
     cfg: &BlockConfig,
     kernels: HostKernels,
     x: &[f32],
@@ -260,7 +271,7 @@ fn forward_host(
     key_pad: Option<&[u32]>,
 ) -> Result<Vec<f32>> {
     check_input(InputSpec::new(&weights.layout(cfg), &weights.edges()), x, seq, batch, key_pad)?;
-    Ok(host::forward_with(kernels, weights, cfg, x, seq, batch, key_pad))
+    Ok(host::forward_with(kernels, weights, Some(packs), cfg, x, seq, batch, key_pad))
 }
 
 /// How reports name a host path (the CPU backend, with its thread count, or the reference).

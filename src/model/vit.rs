@@ -289,7 +289,7 @@ impl VitClassifier {
         // the steps before the blocks and blocks 0..block: the stack's input to `block`
         let before =
             StackWeights { blocks: self.weights.blocks[..block].to_vec(), after: Vec::new(), ..self.weights.clone() };
-        let x = forward_with(HostKernels::Reference, &before, &self.cfg.block(), &tokens, t, 1, None);
+        let x = forward_with(HostKernels::Reference, &before, None, &self.cfg.block(), &tokens, t, 1, None);
         let b: &BlockWeights = &self.weights.blocks[block];
         let [in_w, in_b, ..] = b.tensors();
         let mut qkv = vec![0.0; t * 3 * e];
