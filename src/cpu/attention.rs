@@ -150,7 +150,7 @@ fn head_body<const FMA: bool>(qkv: &[f32], at: Head, pad: Option<&[u32]>, cfg: &
                 srow.fill(0.0);
                 continue;
             }
-            srow.iter_mut().for_each(|sv| *sv = fast_exp(*sv - max));
+            srow.iter_mut().for_each(|sv| *sv = fast_exp::<FMA>(*sv - max));
             let inv = 1.0 / lanes_sum(srow);
             srow.iter_mut().for_each(|sv| *sv *= inv);
         }

@@ -219,7 +219,7 @@ mod x86 {
         for r in 0..tile.rows {
             // SAFETY: row r of the tile, inside out (the caller's contract).
             let row = unsafe { std::slice::from_raw_parts_mut(tile.out.add(r * tile.ldc), tile.cols) };
-            bias_act_body(row, tile.cols, tile.bias, tile.act);
+            bias_act_body::<true>(row, tile.cols, tile.bias, tile.act);
         }
     }
 
