@@ -77,8 +77,7 @@ impl Stack {
                 Stack::Cpu { kernels, weights: own, packs, .. } => {
                     // the stack's own weights: `weights` is only what the reference runs
                     let mut mine = bufs.clone();
-                    let packs = Some(packs).filter(|_| *kernels == HostKernels::Fast);
-                    run_model_step(*kernels, step, own, packs, &own.edges(), &cfg, &rows, &mut mine);
+                    run_model_step(*kernels, step, own, Some(packs), &own.edges(), &cfg, &rows, &mut mine);
                     std::mem::take(&mut mine[out])
                 }
             };

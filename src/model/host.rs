@@ -24,6 +24,26 @@ type AttentionFn = fn(&mut [f32], &[f32], Option<&[u32]>, &AttentionConfig);
 type LayernormFn = fn(&mut [f32], &[f32], Option<&[f32]>, &[f32], &[f32], usize, usize, f32);
 type AddFn = fn(&mut [f32], &[f32], &[f32]);
 
+/// (T, n) = act((T, k) · (n, k)ᵀ + bias): on the packed micro-kernel when the weight is packed
+/// and the step has at most [`cpu::packed::PACKED_MAX_ROWS`] rows (above that sgemm's own
+/// blocking measured faster), else on the set's `matmul`.
+#[allow(clippy::too_many_arguments)]
+fn linear(
+    matmul: MatmulFn,
+    out: &mut [f32],
+    x: &[f32],
+    (w, packed): (&[f32], Option<&PackedLinear>),
+    bias: &[f32],
+    act: Activation,
+    t: usize,
+    (n, k): (usize, usize),
+) {
+    match packed.filter(|_| t <= cpu::packed::PACKED_MAX_ROWS) {
+        Some(p) => cpu::packed::linear(out, x, p, Some(bias), act, t),
+        None => matmul(out, x, w, Some(bias), act, MatmulShape::linear(t, n, k)),
+    }
+}
+
 impl HostKernels {
     /// The four kernels of this set; both sets share every signature.
     fn table(self) -> (MatmulFn, AttentionFn, LayernormFn, AddFn) {
@@ -63,7 +83,6 @@ impl HostPacks {
             return HostPacks::default();
         }
         let names = block_tensor_names(weights.embed, weights.ff);
-        let pack = |w: &[f32], n: usize, k: usize| PackedLinear::new(w, n, k);
         let blocks = weights
             .blocks
             .iter()
@@ -71,7 +90,7 @@ impl HostPacks {
                 let tensors = b.tensors();
                 (0..tensors.len())
                     .map(|i| match is_matmul_weight(i) {
-                        true => pack(tensors[i], names[i].1[0], names[i].1[1]),
+                        true => PackedLinear::new(tensors[i], names[i].1[0], names[i].1[1]),
                         false => None,
                     })
                     .collect()
@@ -81,16 +100,11 @@ impl HostPacks {
             .edges()
             .iter()
             .map(|e| match e {
-                Edge::Linear { weight, n, k, .. } => pack(weight, *n, *k),
+                Edge::Linear { weight, n, k, .. } => PackedLinear::new(weight, *n, *k),
                 _ => None,
             })
             .collect();
         HostPacks { blocks, edges }
-    }
-
-    /// Whether any weight is packed (false on a CPU without the packed kernel).
-    pub fn is_empty(&self) -> bool {
-        self.blocks.iter().flatten().chain(&self.edges).all(Option::is_none)
     }
 }
 
@@ -154,7 +168,6 @@ fn run_rows(
     let mut bufs: Vec<Vec<f32>> = layout.cols.iter().map(|c| vec![0.0; t * c]).collect();
     bufs[layout.input].copy_from_slice(x);
     let edges = weights.edges();
-    let packs = packs.filter(|_| kernels == HostKernels::Fast);
     for step in &layout.steps {
         run_model_step(kernels, step, weights, packs, &edges, cfg, &rows, &mut bufs);
     }
@@ -192,6 +205,8 @@ pub(crate) fn run_model_step(
     rows: &Rows<'_>,
     bufs: &mut [Vec<f32>],
 ) {
+    // the packed micro-kernel is the CPU backend's: the reference runs its own loops
+    let packs = packs.filter(|_| kernels == HostKernels::Fast);
     match *step {
         ModelStep::Block { block, step } => {
             let packed = packs.and_then(|p| p.blocks.get(block)).map(|b| &b[..]).unwrap_or(&[]);
@@ -222,10 +237,9 @@ pub(crate) fn run_edge(
     match edge {
         Edge::Layernorm { gamma, beta, .. } => layernorm(out, x, None, gamma, beta, t, gamma.len(), cfg.eps),
         // (T, n) = (T, k) · (n, k)ᵀ
-        Edge::Linear { weight, bias, n, k, .. } => match packed.filter(|_| t <= cpu::packed::PACKED_MAX_ROWS) {
-            Some(p) => cpu::packed::linear(out, x, p, Some(bias), Activation::None, t),
-            None => matmul(out, x, weight, Some(bias), Activation::None, MatmulShape::linear(t, *n, *k)),
-        },
+        Edge::Linear { weight, bias, n, k, .. } => {
+            linear(matmul, out, x, (weight, packed), bias, Activation::None, t, (*n, *k))
+        }
         Edge::AddPositions { table, width, .. } => match rows {
             Rows::Grid { att, .. } => residual_add(out, x, &Edge::expand_positions(table, *width, att)),
             Rows::Packed { .. } => panic!("forward_packed: a position-table edge needs the padded grid"),
@@ -267,17 +281,8 @@ pub(crate) fn run_step(
         Step::Matmul { x, w, b: bias, act, .. } => {
             let (n, k) = (p[bias as usize].len(), x.cols(cfg));
             // (T, N) = (T, K) · (N, K)ᵀ
-            match packed.get(w as usize).and_then(Option::as_ref).filter(|_| t <= cpu::packed::PACKED_MAX_ROWS) {
-                Some(pw) => cpu::packed::linear(&mut out, b(x), pw, Some(&p[bias as usize][..]), act, t),
-                None => matmul(
-                    &mut out,
-                    b(x),
-                    p[w as usize],
-                    Some(&p[bias as usize][..]),
-                    act,
-                    MatmulShape::linear(t, n, k),
-                ),
-            }
+            let pw = packed.get(w as usize).and_then(Option::as_ref);
+            linear(matmul, &mut out, b(x), (p[w as usize], pw), p[bias as usize], act, t, (n, k))
         }
         Step::Attention { qkv, .. } => match *rows {
             Rows::Grid { att, key_pad } => attention(&mut out, b(qkv), key_pad, &att),
