@@ -1,40 +1,23 @@
 use rayon::prelude::*;
 
-use super::math::{fast_exp, madd};
+use super::math::fast_exp;
+use super::packed::{linear_serial, Isa, PackedLinear};
 use crate::ops::AttentionConfig;
 
 /// out (tokens, E) = softmax(q · kᵀ · scale + masks) · v for every (batch, head), reading the
 /// packed qkv (tokens, 3E): [`crate::reference::attention::attention`]'s contract (a query that
-/// sees no key gets NaN). One rayon task per (batch, head), its queries four at a time:
-/// scores against a contiguous Kᵀ, softmax, then p · v with each row's sums in registers ([`head`]).
+/// sees no key gets NaN). One rayon task per sequence and group of its heads ([`over_heads`]).
 pub fn attention(out: &mut [f32], qkv: &[f32], key_pad: Option<&[u32]>, cfg: &AttentionConfig) {
-    let (e, seq) = (cfg.embed(), cfg.seq);
-    assert!(qkv.len() >= cfg.tokens() * 3 * e && out.len() >= cfg.tokens() * e, "attention: short operands");
+    let seq = cfg.seq;
+    assert!(
+        qkv.len() >= cfg.tokens() * 3 * cfg.embed() && out.len() >= cfg.tokens() * cfg.embed(),
+        "attention: short operands"
+    );
     assert!(key_pad.is_none_or(|m| m.len() >= cfg.batch * seq), "attention: short key_pad");
     // consecutive positions of one batch element are this many token rows apart
     let row_step = if cfg.batch_first { 1 } else { cfg.batch };
-    let heads: Vec<Vec<f32>> = (0..cfg.batch * cfg.heads)
-        .into_par_iter()
-        .map(|bh| {
-            let (b, h) = (bh / cfg.heads, bh % cfg.heads);
-            let pad = key_pad.map(|m| &m[b * seq..(b + 1) * seq]);
-            head(qkv, Head { first_row: cfg.row(b, 0), row_step, seq, h }, pad, cfg)
-        })
-        .collect();
-    for (bh, o) in heads.iter().enumerate() {
-        let (b, h) = (bh / cfg.heads, bh % cfg.heads);
-        scatter(out, o, h, cfg, |i| cfg.row(b, i));
-    }
-}
-
-/// Writes one head's (seq, D) output `o` into its columns of `out` (tokens, E); `row(i)` is
-/// the token row of its position i.
-fn scatter(out: &mut [f32], o: &[f32], h: usize, cfg: &AttentionConfig, row: impl Fn(usize) -> usize) {
-    let (e, d) = (cfg.embed(), cfg.head_dim);
-    for (i, orow) in o.chunks(d).enumerate() {
-        let at = row(i) * e + h * d;
-        out[at..at + d].copy_from_slice(orow);
-    }
+    let seqs: Vec<Seq> = (0..cfg.batch).map(|b| Seq { first_row: cfg.row(b, 0), row_step, len: seq }).collect();
+    over_heads(out, qkv, &seqs, |b| key_pad.map(|m| &m[b * seq..(b + 1) * seq]), cfg);
 }
 
 /// [`attention`] of sequences packed back to back without padding: sequence i is the `lens[i]`
@@ -44,72 +27,221 @@ pub fn attention_packed(out: &mut [f32], qkv: &[f32], lens: &[usize], cfg: &Atte
     let e = cfg.embed();
     let tokens: usize = lens.iter().sum();
     assert!(qkv.len() >= tokens * 3 * e && out.len() >= tokens * e, "attention_packed: short operands");
-    let starts: Vec<usize> = lens.iter().scan(0, |at, &l| Some(std::mem::replace(at, *at + l))).collect();
-    // the longest sequences first, so the last tasks are short ones
-    let mut order: Vec<usize> = (0..lens.len() * cfg.heads).collect();
-    order.sort_by_key(|&sh| std::cmp::Reverse(lens[sh / cfg.heads]));
-    let heads: Vec<(usize, Vec<f32>)> = order
-        .into_par_iter()
-        .map(|sh| {
-            let (s, h) = (sh / cfg.heads, sh % cfg.heads);
-            (sh, head(qkv, Head { first_row: starts[s], row_step: 1, seq: lens[s], h }, None, cfg))
-        })
+    let seqs: Vec<Seq> = lens
+        .iter()
+        .scan(0, |at, &len| Some(Seq { first_row: std::mem::replace(at, *at + len), row_step: 1, len }))
         .collect();
-    for (sh, o) in &heads {
-        let (s, h) = (sh / cfg.heads, sh % cfg.heads);
-        scatter(out, o, h, cfg, |i| starts[s] + i);
-    }
+    over_heads(out, qkv, &seqs, |_| None, cfg);
 }
 
-/// Where one (sequence, head) lives in qkv: its first token row, the rows between consecutive
-/// positions, its length and the head.
-#[derive(Clone, Copy)]
-struct Head {
+/// Where one sequence lives in qkv and out: its first token row, the rows between consecutive
+/// positions, and its length.
+#[derive(Clone, Copy, Debug)]
+struct Seq {
     first_row: usize,
     row_step: usize,
-    seq: usize,
-    h: usize,
+    len: usize,
 }
 
-/// One (sequence, head) of attention: its (seq, D) output. `pad` is the sequence's key-padding
-/// mask (nonzero hides a key). Q (scaled), Kᵀ and V are first copied out of the strided qkv
-/// into small contiguous tiles; every loop after that runs over contiguous rows, so it
-/// vectorises, and the whole head is compiled for the widest vectors the CPU has.
-fn head(qkv: &[f32], at: Head, pad: Option<&[u32]>, cfg: &AttentionConfig) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { head_avx512(qkv, at, pad, cfg) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { head_avx2(qkv, at, pad, cfg) };
+impl Seq {
+    /// The token row of position i.
+    fn row(&self, i: usize) -> usize {
+        self.first_row + i * self.row_step
+    }
+}
+
+/// Every head of every sequence, shared out over rayon's pool as (sequence, group of heads)
+/// tasks, the longest sequences first so the last tasks are short ones: a whole sequence per
+/// task where there are sequences enough (each task then reads its qkv rows whole, which the
+/// hardware prefetches), its heads split into groups where there are not (batch 1).
+fn over_heads<'a>(
+    out: &mut [f32],
+    qkv: &[f32],
+    seqs: &[Seq],
+    pad: impl Fn(usize) -> Option<&'a [u32]> + Sync,
+    cfg: &AttentionConfig,
+) {
+    let (e, d) = (cfg.embed(), cfg.head_dim);
+    if seqs.is_empty() || cfg.heads == 0 {
+        return;
+    }
+    let groups = (4 * rayon::current_num_threads()).div_ceil(seqs.len()).clamp(1, cfg.heads);
+    let per = cfg.heads.div_ceil(groups);
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&s| std::cmp::Reverse(seqs[s].len));
+    let tasks: Vec<(usize, std::ops::Range<usize>)> =
+        order.iter().flat_map(|&s| (0..cfg.heads).step_by(per).map(move |h| (s, h..cfg.heads.min(h + per)))).collect();
+    let done: Vec<Vec<f32>> = tasks.par_iter().map(|(s, hs)| heads(qkv, seqs[*s], hs.clone(), pad(*s), cfg)).collect();
+    for ((s, hs), o) in tasks.iter().zip(&done) {
+        let w = hs.len() * d;
+        for (i, orow) in o.chunks_exact(w).enumerate() {
+            let at = seqs[*s].row(i) * e + hs.start * d;
+            out[at..at + w].copy_from_slice(orow);
         }
     }
-    head_body::<false>(qkv, at, pad, cfg)
+}
+
+/// Heads `hs` of one sequence: their (len, |hs| · D) output, row i holding the heads' D values
+/// side by side. `pad` is the sequence's key-padding mask (nonzero hides a key). Where the CPU
+/// has AVX-512 or AVX2 + FMA both products run on the packed linear layers' micro-kernel
+/// ([`heads_tiled`]); elsewhere a portable body per head ([`head_body`]).
+fn heads(qkv: &[f32], at: Seq, hs: std::ops::Range<usize>, pad: Option<&[u32]>, cfg: &AttentionConfig) -> Vec<f32> {
+    match Isa::detect() {
+        // SAFETY: the CPU has AVX-512F (detected).
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx512) => unsafe { heads_avx512(qkv, at, hs, pad, cfg) },
+        // SAFETY: the CPU has AVX2 and FMA (detected).
+        #[cfg(target_arch = "x86_64")]
+        Some(Isa::Avx2) => unsafe { heads_avx2(qkv, at, hs, pad, cfg) },
+        _ => heads_portable(qkv, at, hs, pad, cfg),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn head_avx512(qkv: &[f32], at: Head, pad: Option<&[u32]>, cfg: &AttentionConfig) -> Vec<f32> {
-    head_body::<true>(qkv, at, pad, cfg)
+fn heads_avx512(
+    qkv: &[f32],
+    at: Seq,
+    hs: std::ops::Range<usize>,
+    pad: Option<&[u32]>,
+    cfg: &AttentionConfig,
+) -> Vec<f32> {
+    heads_tiled::<true>(Isa::Avx512, qkv, at, hs, pad, cfg)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn head_avx2(qkv: &[f32], at: Head, pad: Option<&[u32]>, cfg: &AttentionConfig) -> Vec<f32> {
-    head_body::<true>(qkv, at, pad, cfg)
+fn heads_avx2(
+    qkv: &[f32],
+    at: Seq,
+    hs: std::ops::Range<usize>,
+    pad: Option<&[u32]>,
+    cfg: &AttentionConfig,
+) -> Vec<f32> {
+    heads_tiled::<true>(Isa::Avx2, qkv, at, hs, pad, cfg)
+}
+
+/// [`heads`] one head at a time on [`head_body`].
+fn heads_portable(
+    qkv: &[f32],
+    at: Seq,
+    hs: std::ops::Range<usize>,
+    pad: Option<&[u32]>,
+    cfg: &AttentionConfig,
+) -> Vec<f32> {
+    let (d, w) = (cfg.head_dim, hs.len() * cfg.head_dim);
+    let mut o = vec![0.0f32; at.len * w];
+    for (g, h) in hs.enumerate() {
+        let oh = head_body(qkv, at, h, pad, cfg);
+        for (orow, src) in o.chunks_exact_mut(w).zip(oh.chunks_exact(d)) {
+            orow[g * d..(g + 1) * d].copy_from_slice(src);
+        }
+    }
+    o
+}
+
+/// Heads `hs` as two products each on `isa`'s micro-kernel. The sequence's rows of the group
+/// are first copied out of qkv whole (q scaled); then per head its keys are packed as the
+/// weight of the scores (s = q · kᵀ: n = len keys, k = D) and vᵀ as the weight of the output
+/// (o = p · v: n = D, k = len), and per MR queries their score rows (in L1), masks and
+/// softmax, and their output rows. `FMA`: softmax's exp fused.
+#[inline(always)]
+fn heads_tiled<const FMA: bool>(
+    isa: Isa,
+    qkv: &[f32],
+    at: Seq,
+    hs: std::ops::Range<usize>,
+    pad: Option<&[u32]>,
+    cfg: &AttentionConfig,
+) -> Vec<f32> {
+    let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.len);
+    let w = hs.len() * d;
+    let scale = cfg.scale();
+    // the group's q (scaled), k and v of each position, rows of 3w read in three runs
+    let mut rows = vec![0.0f32; seq * 3 * w];
+    for (i, dst) in rows.chunks_exact_mut(3 * w).enumerate() {
+        let r = at.row(i) * 3 * e + hs.start * d;
+        let (q, kv) = dst.split_at_mut(w);
+        q.iter_mut().zip(&qkv[r..r + w]).for_each(|(o, &x)| *o = x * scale);
+        kv[..w].copy_from_slice(&qkv[r + e..r + e + w]);
+        kv[w..].copy_from_slice(&qkv[r + 2 * e..r + 2 * e + w]);
+    }
+    let mr = isa.mr();
+    let mut o = vec![0.0f32; seq * w];
+    let (mut q, mut oh) = (vec![0.0f32; seq * d], vec![0.0f32; seq * d]);
+    let (mut s, mut maxes) = (vec![0.0f32; mr * seq], vec![0.0f32; mr]);
+    for g in 0..hs.len() {
+        let col = |i: usize, part: usize| &rows[i * 3 * w + part * w + g * d..][..d];
+        for (i, qrow) in q.chunks_exact_mut(d).enumerate() {
+            qrow.copy_from_slice(col(i, 0));
+        }
+        let keys = PackedLinear::from_rows(seq, d, isa, |j| col(j, 1));
+        let values = PackedLinear::from_columns(d, seq, isa, |j| col(j, 2));
+        for i0 in (0..seq).step_by(mr) {
+            let nq = mr.min(seq - i0);
+            let s = &mut s[..nq * seq];
+            linear_serial(s, &q[i0 * d..(i0 + nq) * d], &keys, nq);
+            softmax_rows::<FMA>(s, seq, i0, pad, cfg.causal, &mut maxes[..nq]);
+            let o_rows = &mut oh[i0 * d..(i0 + nq) * d];
+            linear_serial(o_rows, s, &values, nq);
+            nan_unseen(o_rows, d, &maxes[..nq]);
+        }
+        for (orow, src) in o.chunks_exact_mut(w).zip(oh.chunks_exact(d)) {
+            orow[g * d..(g + 1) * d].copy_from_slice(src);
+        }
+    }
+    o
+}
+
+/// Masks and softmax of score rows `s` (seq wide) of queries i0..: causal hides the keys after
+/// each query, `pad` the padded ones. `maxes` gets each row's largest score; a row that sees
+/// no key (max -inf) is left all zero.
+#[inline(always)]
+fn softmax_rows<const FMA: bool>(
+    s: &mut [f32],
+    seq: usize,
+    i0: usize,
+    pad: Option<&[u32]>,
+    causal: bool,
+    maxes: &mut [f32],
+) {
+    for (r, srow) in s.chunks_exact_mut(seq).enumerate() {
+        let i = i0 + r;
+        if causal {
+            srow[i + 1..].fill(f32::NEG_INFINITY);
+        }
+        if let Some(m) = pad {
+            srow.iter_mut().zip(m).for_each(|(sv, &p)| *sv = if p != 0 { f32::NEG_INFINITY } else { *sv });
+        }
+        let max = lanes_max(srow);
+        maxes[r] = max;
+        if max == f32::NEG_INFINITY {
+            srow.fill(0.0);
+            continue;
+        }
+        srow.iter_mut().for_each(|sv| *sv = fast_exp::<FMA>(*sv - max));
+        let inv = 1.0 / lanes_sum(srow);
+        srow.iter_mut().for_each(|sv| *sv *= inv);
+    }
+}
+
+/// A query that saw no key (its row's max -inf) is NaN, as PyTorch.
+fn nan_unseen(o_rows: &mut [f32], d: usize, maxes: &[f32]) {
+    for (r, &m) in maxes.iter().enumerate() {
+        if m == f32::NEG_INFINITY {
+            o_rows[r * d..(r + 1) * d].fill(f32::NAN);
+        }
+    }
 }
 
 /// Queries whose score rows are computed together, sharing each load of Kᵀ.
 const QUERIES: usize = 4;
 
-/// `FMA`: the products' sums as fused multiply-adds (where the CPU has them).
-#[inline(always)]
-fn head_body<const FMA: bool>(qkv: &[f32], at: Head, pad: Option<&[u32]>, cfg: &AttentionConfig) -> Vec<f32> {
-    let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.seq);
-    let row = |i: usize| (at.first_row + i * at.row_step) * 3 * e + at.h * d;
+/// The portable head (no AVX, no FMA): Q (scaled), Kᵀ and V copied out of the strided qkv
+/// into small contiguous tiles, so every loop after that runs over contiguous rows.
+fn head_body(qkv: &[f32], at: Seq, h: usize, pad: Option<&[u32]>, cfg: &AttentionConfig) -> Vec<f32> {
+    let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.len);
+    let row = |i: usize| at.row(i) * 3 * e + h * d;
     // 1. the head's tiles: q · scale (seq, D), kᵀ (D, seq), v (seq, D)
     let scale = cfg.scale();
     let (mut q, mut kt, mut v) = (vec![0.0f32; seq * d], vec![0.0f32; d * seq], vec![0.0f32; seq * d]);
@@ -129,59 +261,30 @@ fn head_body<const FMA: bool>(qkv: &[f32], at: Head, pad: Option<&[u32]>, cfg: &
         let s = &mut s[..nq * seq];
         // 2. scores of queries i0.. (nq, seq): every row of kᵀ read once for all of them
         match nq {
-            QUERIES => scores::<QUERIES, FMA>(&q[i0 * d..], &kt, d, seq, s),
+            QUERIES => scores::<QUERIES>(&q[i0 * d..], &kt, d, seq, s),
             _ => s
                 .chunks_exact_mut(seq)
                 .enumerate()
-                .for_each(|(r, srow)| scores::<1, FMA>(&q[(i0 + r) * d..], &kt, d, seq, srow)),
+                .for_each(|(r, srow)| scores::<1>(&q[(i0 + r) * d..], &kt, d, seq, srow)),
         }
-        // 3. masks and softmax per query row; no visible key -> NaN, as PyTorch
-        for (r, srow) in s.chunks_exact_mut(seq).enumerate() {
-            let i = i0 + r;
-            if cfg.causal {
-                srow[i + 1..].fill(f32::NEG_INFINITY);
-            }
-            if let Some(m) = pad {
-                srow.iter_mut().zip(m).for_each(|(sv, &p)| *sv = if p != 0 { f32::NEG_INFINITY } else { *sv });
-            }
-            let max = lanes_max(srow);
-            maxes[r] = max;
-            if max == f32::NEG_INFINITY {
-                srow.fill(0.0);
-                continue;
-            }
-            srow.iter_mut().for_each(|sv| *sv = fast_exp::<FMA>(*sv - max));
-            let inv = 1.0 / lanes_sum(srow);
-            srow.iter_mut().for_each(|sv| *sv *= inv);
-        }
-        // 4. o rows i0.. = p · v, a row's D sums held in registers while the keys stream past
+        // 3. masks and softmax per query row
+        softmax_rows::<false>(s, seq, i0, pad, cfg.causal, &mut maxes[..nq]);
+        // 4. o rows i0.. = p · v
         let o_rows = &mut o[i0 * d..(i0 + nq) * d];
-        match d {
-            32 => pv_rows::<32, FMA>(s, &v, seq, o_rows),
-            64 => pv_rows::<64, FMA>(s, &v, seq, o_rows),
-            128 => pv_rows::<128, FMA>(s, &v, seq, o_rows),
-            _ => {
-                for (srow, orow) in s.chunks_exact(seq).zip(o_rows.chunks_exact_mut(d)) {
-                    for (j, &p) in srow.iter().enumerate() {
-                        orow.iter_mut().zip(&v[j * d..(j + 1) * d]).for_each(|(ov, &x)| *ov = madd::<FMA>(p, x, *ov));
-                    }
-                }
+        for (srow, orow) in s.chunks_exact(seq).zip(o_rows.chunks_exact_mut(d)) {
+            for (j, &p) in srow.iter().enumerate() {
+                orow.iter_mut().zip(&v[j * d..(j + 1) * d]).for_each(|(ov, &x)| *ov += p * x);
             }
         }
-        // a query that saw no key is NaN, as PyTorch
-        for (r, &m) in maxes[..nq].iter().enumerate() {
-            if m == f32::NEG_INFINITY {
-                o_rows[r * d..(r + 1) * d].fill(f32::NAN);
-            }
-        }
+        nan_unseen(o_rows, d, &maxes[..nq]);
     }
     o
 }
 
-/// s (R, seq) = q (R, D) · kᵀ (D, seq) for R consecutive queries: per 16 keys, R register
-/// accumulators over D, each load of kᵀ shared by the R queries; the last keys one by one.
+/// s (R, seq) = q (R, D) · kᵀ (D, seq) for R consecutive queries: per 16 keys, R accumulators
+/// over D, each load of kᵀ shared by the R queries; the last keys one by one.
 #[inline(always)]
-fn scores<const R: usize, const FMA: bool>(q: &[f32], kt: &[f32], d: usize, seq: usize, s: &mut [f32]) {
+fn scores<const R: usize>(q: &[f32], kt: &[f32], d: usize, seq: usize, s: &mut [f32]) {
     let full = seq / LANES * LANES;
     for j0 in (0..full).step_by(LANES) {
         let mut acc = [[0.0f32; LANES]; R];
@@ -190,7 +293,7 @@ fn scores<const R: usize, const FMA: bool>(q: &[f32], kt: &[f32], d: usize, seq:
             for (r, a) in acc.iter_mut().enumerate() {
                 let qv = q[r * d + c];
                 for l in 0..LANES {
-                    a[l] = madd::<FMA>(qv, kr[l], a[l]);
+                    a[l] += qv * kr[l];
                 }
             }
         }
@@ -202,26 +305,6 @@ fn scores<const R: usize, const FMA: bool>(q: &[f32], kt: &[f32], d: usize, seq:
         for r in 0..R {
             s[r * seq + j] = (0..d).map(|c| q[r * d + c] * kt[c * seq + j]).sum();
         }
-    }
-}
-
-/// o (D) = p (seq) · v (seq, D) for one query, the D sums held in registers.
-#[inline(always)]
-fn pv<const D: usize, const FMA: bool>(p: &[f32], v: &[f32], o: &mut [f32]) {
-    let mut acc = [0.0f32; D];
-    for (&pj, vr) in p.iter().zip(v.chunks_exact(D)) {
-        for c in 0..D {
-            acc[c] = madd::<FMA>(pj, vr[c], acc[c]);
-        }
-    }
-    o.copy_from_slice(&acc);
-}
-
-/// [`pv`] for each query row of p (seq wide) into o (D wide).
-#[inline(always)]
-fn pv_rows<const D: usize, const FMA: bool>(p: &[f32], v: &[f32], seq: usize, o: &mut [f32]) {
-    for (prow, orow) in p.chunks_exact(seq).zip(o.chunks_exact_mut(D)) {
-        pv::<D, FMA>(prow, v, orow);
     }
 }
 
@@ -288,22 +371,50 @@ mod tests {
         }
     }
 
-    /// The portable body (no AVX, no FMA: what a CPU without them runs) against the reference,
-    /// masks included, so the path this machine never dispatches to is tested too.
+    /// Every body this CPU runs (the portable one, which a CPU without AVX2 + FMA runs, and the
+    /// tiled one on each instruction set) against the reference, on ragged lengths and head
+    /// sizes (edges of both tiles), causal and key-padded, each head alone and all together.
     #[test]
-    fn portable_attention_head_matches_reference() {
+    fn every_attention_body_matches_reference_alone_and_grouped() {
+        type Body = fn(&[f32], Seq, std::ops::Range<usize>, Option<&[u32]>, &AttentionConfig) -> Vec<f32>;
+        let mut bodies: Vec<(&str, Body)> = vec![("portable", heads_portable)];
+        #[cfg(target_arch = "x86_64")]
+        for isa in Isa::runnable() {
+            // SAFETY (of the calls below): `runnable` lists only what this CPU runs.
+            match isa {
+                Isa::Avx512 => {
+                    bodies.push(("tiled avx512", |q, at, hs, p, c| unsafe { heads_avx512(q, at, hs, p, c) }))
+                }
+                Isa::Avx2 => bodies.push(("tiled avx2", |q, at, hs, p, c| unsafe { heads_avx2(q, at, hs, p, c) })),
+            }
+        }
         let mut rng = Rng::new(27);
-        for (seq, heads, d, causal) in [(1, 1, 8, false), (37, 2, 32, false), (21, 3, 64, true), (9, 1, 7, true)] {
+        for (seq, heads, d, causal) in [
+            (1, 1, 8, false),
+            (37, 2, 32, false),
+            (21, 3, 64, true),
+            (9, 1, 7, true),
+            (130, 1, 33, false),
+            (13, 3, 17, true),
+        ] {
             let cfg = AttentionConfig { batch: 1, seq, heads, head_dim: d, batch_first: true, causal };
             let e = cfg.embed();
             let qkv = rng.vec(seq * 3 * e, -1.0, 1.0);
             let pad: Vec<u32> = (0..seq).map(|j| (j > 0 && j % 4 == 0) as u32).collect();
-            let mut want = vec![0.0; seq * e];
-            crate::reference::attention::attention(&mut want, &qkv, Some(&pad), &cfg);
-            for h in 0..heads {
-                let got = head_body::<false>(&qkv, Head { first_row: 0, row_step: 1, seq, h }, Some(&pad), &cfg);
-                let want_h: Vec<f32> = want.chunks(e).flat_map(|r| r[h * d..(h + 1) * d].to_vec()).collect();
-                assert_close(&format!("portable head s{seq} h{h} d{d} causal={causal}"), &got, &want_h, ATTENTION_TOL);
+            let at = Seq { first_row: 0, row_step: 1, len: seq };
+            let groups: Vec<std::ops::Range<usize>> =
+                (0..heads).map(|h| h..h + 1).chain([0..heads, 1.min(heads - 1)..heads]).collect();
+            for mask in [None, Some(&pad[..])] {
+                let mut want = vec![0.0; seq * e];
+                crate::reference::attention::attention(&mut want, &qkv, mask, &cfg);
+                for hs in &groups {
+                    let want_g: Vec<f32> = want.chunks(e).flat_map(|r| r[hs.start * d..hs.end * d].to_vec()).collect();
+                    for (name, body) in &bodies {
+                        let got = body(&qkv, at, hs.clone(), mask, &cfg);
+                        let what = format!("{name} s{seq} heads {hs:?} d{d} causal={causal} padded={}", mask.is_some());
+                        assert_close(&what, &got, &want_g, ATTENTION_TOL);
+                    }
+                }
             }
         }
     }

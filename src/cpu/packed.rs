@@ -41,6 +41,16 @@ impl Isa {
         None
     }
 
+    /// Every instruction set this CPU runs, widest first: the detected one and the narrower.
+    #[cfg(test)]
+    pub(crate) fn runnable() -> Vec<Isa> {
+        match Isa::detect() {
+            Some(Isa::Avx512) => vec![Isa::Avx512, Isa::Avx2],
+            Some(Isa::Avx2) => vec![Isa::Avx2],
+            None => vec![],
+        }
+    }
+
     /// Rows of the output tile.
     pub(crate) const fn mr(self) -> usize {
         match self {
@@ -77,14 +87,32 @@ impl PackedLinear {
     /// Packs w (n, k) for `isa`'s tile (the caller makes sure the CPU runs it).
     pub(crate) fn with_isa(w: &[f32], n: usize, k: usize, isa: Isa) -> PackedLinear {
         assert!(w.len() >= n * k, "PackedLinear: w has {} values, expected {n} x {k}", w.len());
+        PackedLinear::from_rows(n, k, isa, |col| &w[col * k..(col + 1) * k])
+    }
+
+    /// Packs the (n, k) weight whose row `col` (k values: what output column `col` sums over)
+    /// is `row(col)`: attention's keys, read straight out of the strided qkv.
+    pub(crate) fn from_rows<'a>(n: usize, k: usize, isa: Isa, row: impl Fn(usize) -> &'a [f32]) -> PackedLinear {
         let nr = isa.nr();
         let mut panels = vec![0.0f32; n.div_ceil(nr) * k * nr];
-        for (p, panel) in panels.chunks_exact_mut(k * nr).enumerate() {
-            for (j, col) in (p * nr..n.min(p * nr + nr)).enumerate() {
-                let wrow = &w[col * k..(col + 1) * k];
-                for (kk, &v) in wrow.iter().enumerate() {
-                    panel[kk * nr + j] = v;
-                }
+        for col in 0..n {
+            let panel = &mut panels[col / nr * k * nr..][..k * nr];
+            for (slot, &v) in panel.iter_mut().skip(col % nr).step_by(nr).zip(&row(col)[..k]) {
+                *slot = v;
+            }
+        }
+        PackedLinear { n, k, isa, panels }
+    }
+
+    /// Packs the (n, k) weight given transposed: `column(kk)` is its column kk (n values, one
+    /// per output column), so each panel row is one copy: attention's values, out of qkv.
+    pub(crate) fn from_columns<'a>(n: usize, k: usize, isa: Isa, column: impl Fn(usize) -> &'a [f32]) -> PackedLinear {
+        let nr = isa.nr();
+        let mut panels = vec![0.0f32; n.div_ceil(nr) * k * nr];
+        for kk in 0..k {
+            let src = &column(kk)[..n];
+            for (p, chunk) in src.chunks(nr).enumerate() {
+                panels[(p * k + kk) * nr..][..chunk.len()].copy_from_slice(chunk);
             }
         }
         PackedLinear { n, k, isa, panels }
@@ -140,39 +168,69 @@ pub fn linear(out: &mut [f32], x: &[f32], w: &PackedLinear, bias: Option<&[f32]>
     if t == 0 || n == 0 {
         return;
     }
-    let (mr, nr) = (isa.mr(), isa.nr());
-    let (panels, blocks) = (n.div_ceil(nr), t.div_ceil(mr));
+    let (panels, blocks) = (n.div_ceil(isa.nr()), t.div_ceil(isa.mr()));
     let want = 2 * rayon::current_num_threads();
     let gn = panels.min(want);
     let gm = (want / gn).clamp(1, blocks);
     let o = Out(out.as_mut_ptr());
     let run = |task: usize| {
-        let (bs, ps) = (part(blocks, gm, task / gn), part(panels, gn, task % gn));
-        for blk in bs {
-            let r0 = blk * mr;
-            let rows = mr.min(t - r0);
-            for p in ps.clone() {
-                let c0 = p * nr;
-                let tile = Tile {
-                    x: &x[r0 * k..(r0 + rows) * k],
-                    rows,
-                    panel: &w.panels[p * k * nr..(p + 1) * k * nr],
-                    // (r0, c0) is inside out: r0 < t, c0 < n, lengths asserted above.
-                    out: o.at(r0 * n + c0),
-                    ldc: n,
-                    cols: nr.min(n - c0),
-                    bias: bias.map(|b| &b[c0..]),
-                    act,
-                };
-                // SAFETY: the detected ISA made the packing; the tile lies inside x, the panel
-                // and out, and no other task writes it.
-                unsafe { micro_kernel(isa, k, &tile) };
-            }
-        }
+        // SAFETY: the ranges lie inside the shapes asserted above, and the tasks' tiles are
+        // disjoint (each task its own blocks × panels).
+        unsafe { tiles(o, x, w, bias, act, t, part(blocks, gm, task / gn), part(panels, gn, task % gn)) }
     };
     match gm * gn {
         1 => run(0),
         tasks => (0..tasks).into_par_iter().for_each(run),
+    }
+}
+
+/// out (t, n) = x (t, k) · wᵀ on the calling thread alone, no bias or activation: for callers
+/// that already run one task per core (attention's heads).
+pub(crate) fn linear_serial(out: &mut [f32], x: &[f32], w: &PackedLinear, t: usize) {
+    assert!(x.len() >= t * w.k && out.len() >= t * w.n, "linear_serial: operands shorter than their shapes");
+    let (panels, blocks) = (w.n.div_ceil(w.isa.nr()), t.div_ceil(w.isa.mr()));
+    // SAFETY: the whole of out, inside the shapes asserted just above, on this thread.
+    unsafe { tiles(Out(out.as_mut_ptr()), x, w, None, Activation::None, t, 0..blocks, 0..panels) }
+}
+
+/// The tiles of row blocks `blocks` × weight panels `panels`, each on the micro-kernel.
+///
+/// # Safety
+/// x holds t × k values and `out` points at t × n writable ones, bias (if any) n; the ranges
+/// lie inside t.div_ceil(MR) and n.div_ceil(NR); nothing else writes these tiles meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles(
+    o: Out,
+    x: &[f32],
+    w: &PackedLinear,
+    bias: Option<&[f32]>,
+    act: Activation,
+    t: usize,
+    blocks: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+) {
+    let (n, k, isa) = (w.n, w.k, w.isa);
+    let (mr, nr) = (isa.mr(), isa.nr());
+    for blk in blocks {
+        let r0 = blk * mr;
+        let rows = mr.min(t - r0);
+        for p in panels.clone() {
+            let c0 = p * nr;
+            let tile = Tile {
+                x: &x[r0 * k..(r0 + rows) * k],
+                rows,
+                panel: &w.panels[p * k * nr..(p + 1) * k * nr],
+                // (r0, c0) is inside out: r0 < t, c0 < n (the caller's contract).
+                out: o.at(r0 * n + c0),
+                ldc: n,
+                cols: nr.min(n - c0),
+                bias: bias.map(|b| &b[c0..]),
+                act,
+            };
+            // SAFETY: the packing was made for a detected ISA; the tile lies inside x, the
+            // panel and out, and no one else writes it (the caller's contract).
+            unsafe { micro_kernel(isa, k, &tile) };
+        }
     }
 }
 
@@ -334,15 +392,12 @@ mod tests {
     /// out run), over NaN-poisoned outputs, against the reference.
     #[test]
     fn packed_linear_matches_reference_on_every_isa_ragged_and_threaded() {
-        let isas: Vec<Isa> = match Isa::detect() {
-            Some(Isa::Avx512) => vec![Isa::Avx512, Isa::Avx2],
-            Some(Isa::Avx2) => vec![Isa::Avx2],
-            None => {
-                assert!(PackedLinear::new(&[0.0], 1, 1).is_none());
-                eprintln!("no AVX2 + FMA on this CPU: the packed kernels are not used here");
-                return;
-            }
-        };
+        let isas = Isa::runnable();
+        if isas.is_empty() {
+            assert!(PackedLinear::new(&[0.0], 1, 1).is_none());
+            eprintln!("no AVX2 + FMA on this CPU: the packed kernels are not used here");
+            return;
+        }
         let mut rng = Rng::new(61);
         for (t, n, k) in [(1, 1, 1), (7, 63, 65), (13, 33, 9), (65, 17, 257), (130, 100, 40)] {
             let x = rng.vec(t * k, -1.0, 1.0);
