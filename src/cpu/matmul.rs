@@ -1,6 +1,7 @@
 use rayon::prelude::*;
 
 use super::math::bias_act;
+use super::packed::{linear, Isa, PackedLinear, PACK_PER_CALL_ROWS};
 use super::rows_per_task;
 use crate::ops::{Activation, MatmulShape};
 
@@ -10,6 +11,17 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: 
     let MatmulShape { batch, m, n, k, w_batched } = shape;
     assert!(x.len() >= batch * m * k && out.len() >= batch * m * n, "matmul: operands shorter than their shapes");
     assert!(w.len() >= if w_batched { batch * n * k } else { n * k } && bias.is_none_or(|b| b.len() >= n));
+    // enough rows to pay for packing w at this call: the packed micro-kernel, bias and
+    // activation in its store
+    if let Some(isa) = Isa::detect().filter(|_| m >= PACK_PER_CALL_ROWS && n * k > 0) {
+        let shared = (!w_batched).then(|| PackedLinear::with_isa(w, n, k, isa));
+        for b in 0..batch {
+            let own = w_batched.then(|| PackedLinear::with_isa(&w[b * n * k..(b + 1) * n * k], n, k, isa));
+            let packed = shared.as_ref().or(own.as_ref()).expect("one of the two is packed");
+            linear(&mut out[b * m * n..(b + 1) * m * n], &x[b * m * k..(b + 1) * m * k], packed, bias, act, m);
+        }
+        return;
+    }
     for b in 0..batch {
         let o = &mut out[b * m * n..(b + 1) * m * n];
         let xw = &x[b * m * k..];
@@ -46,7 +58,15 @@ mod tests {
     fn cpu_matmul_matches_reference_ragged_batched_and_activated() {
         let mut rng = Rng::new(21);
         for (batch, m, n, k, wb) in
-            [(1, 1, 1, 1, false), (1, 7, 63, 65, false), (3, 65, 7, 257, false), (2, 33, 17, 9, true)]
+            // the last two on the packed kernel, packing w at the call (where the CPU has one)
+            [
+                (1, 1, 1, 1, false),
+                (1, 7, 63, 65, false),
+                (3, 65, 7, 257, false),
+                (2, 33, 17, 9, true),
+                (2, 257, 33, 19, false),
+                (2, 300, 40, 7, true),
+            ]
         {
             for act in Activation::ALL {
                 let x = rng.vec(batch * m * k, -1.0, 1.0);

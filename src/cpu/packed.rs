@@ -10,12 +10,14 @@ use rayon::prelude::*;
 
 use crate::ops::Activation;
 
-/// The most token rows a product runs on the packed kernel; above it the CPU backend keeps
-/// sgemm, which packs both operands itself and measured faster once the weights' packing is
-/// spread over enough rows. On this project's 2-core AVX-512 machine (MiniLM, `resformer embed
-/// --speed --device cpu`, PERFORMANCE.md entry 17) packed was 1.25-1.33x at 128 rows, level
-/// to 1.18x at 256 and 384, and 0.95x at 512 and beyond.
-pub const PACKED_MAX_ROWS: usize = 384;
+/// Values of a weight above which [`PackedLinear::from_rows`] packs its panels in parallel.
+const PARALLEL_PACKING: usize = 1 << 16;
+
+/// The fewest rows at which [`super::matmul::matmul`] packs its weight at every call for the
+/// micro-kernel instead of calling sgemm: with the packing counted, MiniLM's and the bench's
+/// shapes measured 0.96-1.26x of sgemm's time at 512 rows and 0.85-0.93x (three of five) at
+/// 16 on this project's 2-core machine (PERFORMANCE.md entry 18).
+pub const PACK_PER_CALL_ROWS: usize = 256;
 
 /// The instruction set a packing was made for: it fixes the micro-kernel's tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,14 +94,21 @@ impl PackedLinear {
 
     /// Packs the (n, k) weight whose row `col` (k values: what output column `col` sums over)
     /// is `row(col)`: attention's keys, read straight out of the strided qkv.
-    pub(crate) fn from_rows<'a>(n: usize, k: usize, isa: Isa, row: impl Fn(usize) -> &'a [f32]) -> PackedLinear {
+    pub(crate) fn from_rows<'a>(n: usize, k: usize, isa: Isa, row: impl Fn(usize) -> &'a [f32] + Sync) -> PackedLinear {
         let nr = isa.nr();
         let mut panels = vec![0.0f32; n.div_ceil(nr) * k * nr];
-        for col in 0..n {
-            let panel = &mut panels[col / nr * k * nr..][..k * nr];
-            for (slot, &v) in panel.iter_mut().skip(col % nr).step_by(nr).zip(&row(col)[..k]) {
-                *slot = v;
+        let fill = |(p, panel): (usize, &mut [f32])| {
+            for (j, col) in (p * nr..n.min(p * nr + nr)).enumerate() {
+                for (slot, &v) in panel.iter_mut().skip(j).step_by(nr).zip(&row(col)[..k]) {
+                    *slot = v;
+                }
             }
+        };
+        // a weight of a matmul packed at every call is worth both cores; attention's keys
+        // (one head, in a task of its own already) are not
+        match n * k >= PARALLEL_PACKING {
+            true => panels.par_chunks_mut(k * nr).enumerate().for_each(fill),
+            false => panels.chunks_mut(k * nr).enumerate().for_each(fill),
         }
         PackedLinear { n, k, isa, panels }
     }

@@ -24,9 +24,8 @@ type AttentionFn = fn(&mut [f32], &[f32], Option<&[u32]>, &AttentionConfig);
 type LayernormFn = fn(&mut [f32], &[f32], Option<&[f32]>, &[f32], &[f32], usize, usize, f32);
 type AddFn = fn(&mut [f32], &[f32], &[f32]);
 
-/// (T, n) = act((T, k) · (n, k)ᵀ + bias): on the packed micro-kernel when the weight is packed
-/// and the step has at most [`cpu::packed::PACKED_MAX_ROWS`] rows (above that sgemm's own
-/// blocking measured faster), else on the set's `matmul`.
+/// (T, n) = act((T, k) · (n, k)ᵀ + bias): on the packed micro-kernel when the weight was packed
+/// at load, else on the set's `matmul`.
 #[allow(clippy::too_many_arguments)]
 fn linear(
     matmul: MatmulFn,
@@ -38,7 +37,7 @@ fn linear(
     t: usize,
     (n, k): (usize, usize),
 ) {
-    match packed.filter(|_| t <= cpu::packed::PACKED_MAX_ROWS) {
+    match packed {
         Some(p) => cpu::packed::linear(out, x, p, Some(bias), act, t),
         None => matmul(out, x, w, Some(bias), act, MatmulShape::linear(t, n, k)),
     }
