@@ -50,6 +50,17 @@ impl Seq {
     }
 }
 
+/// One task's work: heads `hs` of sequence `at` in `qkv`, with the sequence's key-padding
+/// mask (nonzero hides a key).
+#[derive(Clone)]
+struct Group<'a> {
+    qkv: &'a [f32],
+    at: Seq,
+    hs: std::ops::Range<usize>,
+    pad: Option<&'a [u32]>,
+    cfg: &'a AttentionConfig,
+}
+
 /// Every head of every sequence, shared out over rayon's pool as (sequence, group of heads)
 /// tasks, the longest sequences first so the last tasks are short ones: a whole sequence per
 /// task where there are sequences enough (each task then reads its qkv rows whole, which the
@@ -71,7 +82,10 @@ fn over_heads<'a>(
     order.sort_by_key(|&s| std::cmp::Reverse(seqs[s].len));
     let tasks: Vec<(usize, std::ops::Range<usize>)> =
         order.iter().flat_map(|&s| (0..cfg.heads).step_by(per).map(move |h| (s, h..cfg.heads.min(h + per)))).collect();
-    let done: Vec<Vec<f32>> = tasks.par_iter().map(|(s, hs)| heads(qkv, seqs[*s], hs.clone(), pad(*s), cfg)).collect();
+    let done: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|(s, hs)| heads(&Group { qkv, at: seqs[*s], hs: hs.clone(), pad: pad(*s), cfg }))
+        .collect();
     for ((s, hs), o) in tasks.iter().zip(&done) {
         let w = hs.len() * d;
         for (i, orow) in o.chunks_exact(w).enumerate() {
@@ -81,60 +95,41 @@ fn over_heads<'a>(
     }
 }
 
-/// Heads `hs` of one sequence: their (len, |hs| · D) output, row i holding the heads' D values
-/// side by side. `pad` is the sequence's key-padding mask (nonzero hides a key). Where the CPU
-/// has AVX-512 or AVX2 + FMA both products run on the packed linear layers' micro-kernel
-/// ([`heads_tiled`]); elsewhere a portable body per head ([`head_body`]).
-fn heads(qkv: &[f32], at: Seq, hs: std::ops::Range<usize>, pad: Option<&[u32]>, cfg: &AttentionConfig) -> Vec<f32> {
+/// A group's heads: their (len, |hs| · D) output, row i holding the heads' D values side by
+/// side. Where the CPU has AVX-512 or AVX2 + FMA both products run on the packed linear
+/// layers' micro-kernel ([`heads_tiled`]); elsewhere a portable body per head ([`head_body`]).
+fn heads(g: &Group<'_>) -> Vec<f32> {
     match Isa::detect() {
         // SAFETY: the CPU has AVX-512F (detected).
         #[cfg(target_arch = "x86_64")]
-        Some(Isa::Avx512) => unsafe { heads_avx512(qkv, at, hs, pad, cfg) },
+        Some(Isa::Avx512) => unsafe { heads_avx512(g) },
         // SAFETY: the CPU has AVX2 and FMA (detected).
         #[cfg(target_arch = "x86_64")]
-        Some(Isa::Avx2) => unsafe { heads_avx2(qkv, at, hs, pad, cfg) },
-        _ => heads_portable(qkv, at, hs, pad, cfg),
+        Some(Isa::Avx2) => unsafe { heads_avx2(g) },
+        _ => heads_portable(g),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn heads_avx512(
-    qkv: &[f32],
-    at: Seq,
-    hs: std::ops::Range<usize>,
-    pad: Option<&[u32]>,
-    cfg: &AttentionConfig,
-) -> Vec<f32> {
-    heads_tiled::<true>(Isa::Avx512, qkv, at, hs, pad, cfg)
+fn heads_avx512(g: &Group<'_>) -> Vec<f32> {
+    heads_tiled::<true>(Isa::Avx512, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn heads_avx2(
-    qkv: &[f32],
-    at: Seq,
-    hs: std::ops::Range<usize>,
-    pad: Option<&[u32]>,
-    cfg: &AttentionConfig,
-) -> Vec<f32> {
-    heads_tiled::<true>(Isa::Avx2, qkv, at, hs, pad, cfg)
+fn heads_avx2(g: &Group<'_>) -> Vec<f32> {
+    heads_tiled::<true>(Isa::Avx2, g)
 }
 
 /// [`heads`] one head at a time on [`head_body`].
-fn heads_portable(
-    qkv: &[f32],
-    at: Seq,
-    hs: std::ops::Range<usize>,
-    pad: Option<&[u32]>,
-    cfg: &AttentionConfig,
-) -> Vec<f32> {
-    let (d, w) = (cfg.head_dim, hs.len() * cfg.head_dim);
-    let mut o = vec![0.0f32; at.len * w];
-    for (g, h) in hs.enumerate() {
-        let oh = head_body(qkv, at, h, pad, cfg);
+fn heads_portable(g: &Group<'_>) -> Vec<f32> {
+    let (d, w) = (g.cfg.head_dim, g.hs.len() * g.cfg.head_dim);
+    let mut o = vec![0.0f32; g.at.len * w];
+    for (j, h) in g.hs.clone().enumerate() {
+        let oh = head_body(g.qkv, g.at, h, g.pad, g.cfg);
         for (orow, src) in o.chunks_exact_mut(w).zip(oh.chunks_exact(d)) {
-            orow[g * d..(g + 1) * d].copy_from_slice(src);
+            orow[j * d..(j + 1) * d].copy_from_slice(src);
         }
     }
     o
@@ -146,14 +141,8 @@ fn heads_portable(
 /// (o = p · v: n = D, k = len), and per MR queries their score rows (in L1), masks and
 /// softmax, and their output rows. `FMA`: softmax's exp fused.
 #[inline(always)]
-fn heads_tiled<const FMA: bool>(
-    isa: Isa,
-    qkv: &[f32],
-    at: Seq,
-    hs: std::ops::Range<usize>,
-    pad: Option<&[u32]>,
-    cfg: &AttentionConfig,
-) -> Vec<f32> {
+fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>) -> Vec<f32> {
+    let Group { qkv, at, ref hs, pad, cfg } = *group;
     let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.len);
     let w = hs.len() * d;
     let scale = cfg.scale();
@@ -376,16 +365,14 @@ mod tests {
     /// sizes (edges of both tiles), causal and key-padded, each head alone and all together.
     #[test]
     fn every_attention_body_matches_reference_alone_and_grouped() {
-        type Body = fn(&[f32], Seq, std::ops::Range<usize>, Option<&[u32]>, &AttentionConfig) -> Vec<f32>;
+        type Body = fn(&Group<'_>) -> Vec<f32>;
         let mut bodies: Vec<(&str, Body)> = vec![("portable", heads_portable)];
         #[cfg(target_arch = "x86_64")]
         for isa in Isa::runnable() {
             // SAFETY (of the calls below): `runnable` lists only what this CPU runs.
             match isa {
-                Isa::Avx512 => {
-                    bodies.push(("tiled avx512", |q, at, hs, p, c| unsafe { heads_avx512(q, at, hs, p, c) }))
-                }
-                Isa::Avx2 => bodies.push(("tiled avx2", |q, at, hs, p, c| unsafe { heads_avx2(q, at, hs, p, c) })),
+                Isa::Avx512 => bodies.push(("tiled avx512", |g| unsafe { heads_avx512(g) })),
+                Isa::Avx2 => bodies.push(("tiled avx2", |g| unsafe { heads_avx2(g) })),
             }
         }
         let mut rng = Rng::new(27);
@@ -410,7 +397,7 @@ mod tests {
                 for hs in &groups {
                     let want_g: Vec<f32> = want.chunks(e).flat_map(|r| r[hs.start * d..hs.end * d].to_vec()).collect();
                     for (name, body) in &bodies {
-                        let got = body(&qkv, at, hs.clone(), mask, &cfg);
+                        let got = body(&Group { qkv: &qkv, at, hs: hs.clone(), pad: mask, cfg: &cfg });
                         let what = format!("{name} s{seq} heads {hs:?} d{d} causal={causal} padded={}", mask.is_some());
                         assert_close(&what, &got, &want_g, ATTENTION_TOL);
                     }
