@@ -217,7 +217,7 @@ impl Engine {
     }
 
     /// What [`Engine::new`] chose and why, one line for reports: `NVIDIA H100 80GB HBM3 (Vulkan,
-    /// DiscreteGpu) [GPU]`, or `CPU backend (threaded sgemm, 2 threads): no hardware GPU; llvmpipe
+    /// DiscreteGpu) [GPU]`, or `CPU backend (AVX-512 kernels, 2 threads): no hardware GPU; llvmpipe
     /// (LLVM 15.0.6, 256 bits) (Vulkan) available with device gpu`.
     pub fn choice(&self) -> &str {
         &self.choice

@@ -14,7 +14,7 @@
 //!    tolerances, switches); [`rng`]: seeded data; [`error`]; [`metrics`]: classification
 //!    reports.
 //! 2. [`reference`](mod@reference): the CPU definition of each kernel, plain loops; above it
-//!    [`cpu`]: the same kernels made fast (threaded sgemm), the CPU backend, tested against it.
+//!    [`cpu`]: the same kernels made fast (packed SIMD kernels), the CPU backend, tested against it.
 //! 3. [`shaders`]: how WGSL reaches the device (the prelude of constants, the generated
 //!    matmul family); [`device`]: adapter choice, device, pipelines built once, GPU timing;
 //!    [`tensor`]: buffer + shape; [`testing`]: test helpers.

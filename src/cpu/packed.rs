@@ -53,6 +53,14 @@ impl Isa {
         }
     }
 
+    /// The instruction set's name, for reports.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2+FMA",
+        }
+    }
+
     /// Rows of the output tile.
     pub(crate) const fn mr(self) -> usize {
         match self {

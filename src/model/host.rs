@@ -13,7 +13,7 @@ use crate::{cpu, reference};
 /// Which host kernels run a stack on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostKernels {
-    /// [`crate::cpu`]: threaded sgemm, rows and heads in parallel.
+    /// [`crate::cpu`]: packed AVX-512 / AVX2 kernels (sgemm without them), in parallel.
     Fast,
     /// [`crate::reference`]: plain loops, f64 sums; the definition of correctness.
     Reference,

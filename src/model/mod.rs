@@ -278,7 +278,9 @@ fn forward_host(
 pub fn cpu_label(kernels: HostKernels, threads: usize) -> String {
     match kernels {
         HostKernels::Fast => {
-            format!("CPU backend (threaded sgemm, {threads} thread{})", if threads == 1 { "" } else { "s" })
+            // the instruction set the packed kernels run on; without one, sgemm and portable loops
+            let isa = crate::cpu::packed::Isa::detect().map_or("portable", |isa| isa.name());
+            format!("CPU backend ({isa} kernels, {threads} thread{})", if threads == 1 { "" } else { "s" })
         }
         HostKernels::Reference => "CPU reference path (plain loops)".into(),
     }
@@ -376,5 +378,18 @@ impl InputShape {
                 ),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_label_names_the_instruction_set_and_the_threads() {
+        let isa = crate::cpu::packed::Isa::detect().map_or("portable", |isa| isa.name());
+        assert_eq!(cpu_label(HostKernels::Fast, 1), format!("CPU backend ({isa} kernels, 1 thread)"));
+        assert_eq!(cpu_label(HostKernels::Fast, 3), format!("CPU backend ({isa} kernels, 3 threads)"));
+        assert_eq!(cpu_label(HostKernels::Reference, 2), "CPU reference path (plain loops)");
     }
 }
