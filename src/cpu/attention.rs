@@ -124,19 +124,24 @@ fn heads_avx2(g: &Group<'_>) -> Vec<f32> {
 
 /// [`heads`] one head at a time on [`head_body`].
 fn heads_portable(g: &Group<'_>) -> Vec<f32> {
-    let (d, w) = (g.cfg.head_dim, g.hs.len() * g.cfg.head_dim);
+    let w = g.hs.len() * g.cfg.head_dim;
     let mut o = vec![0.0f32; g.at.len * w];
     for (j, h) in g.hs.clone().enumerate() {
-        let oh = head_body(g.qkv, g.at, h, g.pad, g.cfg);
-        for (orow, src) in o.chunks_exact_mut(w).zip(oh.chunks_exact(d)) {
-            orow[j * d..(j + 1) * d].copy_from_slice(src);
-        }
+        place_head(&mut o, w, j, &head_body(g.qkv, g.at, h, g.pad, g.cfg), g.cfg.head_dim);
     }
     o
 }
 
+/// Writes head j's (len, D) output `oh` into its D columns of a group's rows `o`, w wide.
+fn place_head(o: &mut [f32], w: usize, j: usize, oh: &[f32], d: usize) {
+    for (orow, src) in o.chunks_exact_mut(w).zip(oh.chunks_exact(d)) {
+        orow[j * d..(j + 1) * d].copy_from_slice(src);
+    }
+}
+
 /// Heads `hs` as two products each on `isa`'s micro-kernel. The sequence's rows of the group
-/// are first copied out of qkv whole (q scaled); then per head its keys are packed as the
+/// are first copied out of qkv whole (q scaled, head by head; k and v row by row); then per
+/// head its keys are packed as the
 /// weight of the scores (s = q · kᵀ: n = len keys, k = D) and vᵀ as the weight of the output
 /// (o = p · v: n = D, k = len), and per MR queries their score rows (in L1), masks and
 /// softmax, and their output rows. `FMA`: softmax's exp fused.
@@ -146,26 +151,25 @@ fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>) -> Vec<f32> {
     let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.len);
     let w = hs.len() * d;
     let scale = cfg.scale();
-    // the group's q (scaled), k and v of each position, rows of 3w read in three runs
-    let mut rows = vec![0.0f32; seq * 3 * w];
-    for (i, dst) in rows.chunks_exact_mut(3 * w).enumerate() {
+    // each position's q (scaled) into its head's contiguous (len, D) block, k and v into
+    // rows of 2w: every qkv row read in three runs
+    let (mut q, mut kv) = (vec![0.0f32; hs.len() * seq * d], vec![0.0f32; seq * 2 * w]);
+    for (i, dst) in kv.chunks_exact_mut(2 * w).enumerate() {
         let r = at.row(i) * 3 * e + hs.start * d;
-        let (q, kv) = dst.split_at_mut(w);
-        q.iter_mut().zip(&qkv[r..r + w]).for_each(|(o, &x)| *o = x * scale);
-        kv[..w].copy_from_slice(&qkv[r + e..r + e + w]);
-        kv[w..].copy_from_slice(&qkv[r + 2 * e..r + 2 * e + w]);
+        for (g, src) in qkv[r..r + w].chunks_exact(d).enumerate() {
+            q[(g * seq + i) * d..][..d].iter_mut().zip(src).for_each(|(o, &x)| *o = x * scale);
+        }
+        dst[..w].copy_from_slice(&qkv[r + e..r + e + w]);
+        dst[w..].copy_from_slice(&qkv[r + 2 * e..r + 2 * e + w]);
     }
     let mr = isa.mr();
-    let mut o = vec![0.0f32; seq * w];
-    let (mut q, mut oh) = (vec![0.0f32; seq * d], vec![0.0f32; seq * d]);
+    let (mut o, mut oh) = (vec![0.0f32; seq * w], vec![0.0f32; seq * d]);
     let (mut s, mut maxes) = (vec![0.0f32; mr * seq], vec![0.0f32; mr]);
     for g in 0..hs.len() {
-        let col = |i: usize, part: usize| &rows[i * 3 * w + part * w + g * d..][..d];
-        for (i, qrow) in q.chunks_exact_mut(d).enumerate() {
-            qrow.copy_from_slice(col(i, 0));
-        }
-        let keys = PackedLinear::from_rows(seq, d, isa, |j| col(j, 1));
-        let values = PackedLinear::from_columns(d, seq, isa, |j| col(j, 2));
+        let col = |i: usize, part: usize| &kv[i * 2 * w + part * w + g * d..][..d];
+        let keys = PackedLinear::from_rows(seq, d, isa, |j| col(j, 0));
+        let values = PackedLinear::from_columns(d, seq, isa, |j| col(j, 1));
+        let q = &q[g * seq * d..(g + 1) * seq * d];
         for i0 in (0..seq).step_by(mr) {
             let nq = mr.min(seq - i0);
             let s = &mut s[..nq * seq];
@@ -175,9 +179,7 @@ fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>) -> Vec<f32> {
             linear_serial(o_rows, s, &values, nq);
             nan_unseen(o_rows, d, &maxes[..nq]);
         }
-        for (orow, src) in o.chunks_exact_mut(w).zip(oh.chunks_exact(d)) {
-            orow[g * d..(g + 1) * d].copy_from_slice(src);
-        }
+        place_head(&mut o, w, g, &oh, d);
     }
     o
 }
@@ -411,7 +413,7 @@ mod tests {
     fn cpu_packed_attention_matches_each_sequence_alone() {
         let mut rng = Rng::new(26);
         for (lens, heads, d, causal) in
-            [(vec![1usize], 1, 8, false), (vec![5, 1, 37, 12], 3, 32, false), (vec![9, 30], 2, 7, true)]
+            [(vec![1usize], 1, 8, false), (vec![5, 1, 0, 37, 12], 3, 32, false), (vec![9, 30], 2, 7, true)]
         {
             let cfg = AttentionConfig { batch: 1, seq: 0, heads, head_dim: d, batch_first: true, causal };
             let (e, t) = (cfg.embed(), lens.iter().sum::<usize>());
