@@ -1,7 +1,7 @@
 use rayon::prelude::*;
 
 use super::math::fast_exp;
-use super::packed::{linear_serial, Isa, PackedLinear};
+use super::packed::{linear_serial, Isa, Out, PackedLinear};
 use crate::ops::AttentionConfig;
 
 /// out (tokens, E) = softmax(q · kᵀ · scale + masks) · v for every (batch, head), reading the
@@ -72,7 +72,6 @@ fn over_heads<'a>(
     pad: impl Fn(usize) -> Option<&'a [u32]> + Sync,
     cfg: &AttentionConfig,
 ) {
-    let (e, d) = (cfg.embed(), cfg.head_dim);
     if seqs.is_empty() || cfg.heads == 0 {
         return;
     }
@@ -82,106 +81,155 @@ fn over_heads<'a>(
     order.sort_by_key(|&s| std::cmp::Reverse(seqs[s].len));
     let tasks: Vec<(usize, std::ops::Range<usize>)> =
         order.iter().flat_map(|&s| (0..cfg.heads).step_by(per).map(move |h| (s, h..cfg.heads.min(h + per)))).collect();
-    let done: Vec<Vec<f32>> = tasks
-        .par_iter()
-        .map(|(s, hs)| heads(&Group { qkv, at: seqs[*s], hs: hs.clone(), pad: pad(*s), cfg }))
-        .collect();
-    for ((s, hs), o) in tasks.iter().zip(&done) {
-        let w = hs.len() * d;
-        for (i, orow) in o.chunks_exact(w).enumerate() {
-            let at = seqs[*s].row(i) * e + hs.start * d;
-            out[at..at + w].copy_from_slice(orow);
-        }
-    }
+    let o = Out::new(out);
+    tasks.par_iter().for_each(|(s, hs)| {
+        let g = Group { qkv, at: seqs[*s], hs: hs.clone(), pad: pad(*s), cfg };
+        // SAFETY: out holds every sequence's rows (asserted by the callers), and each task
+        // writes only its own sequence's rows in its own heads' columns.
+        unsafe { heads(&g, o) }
+    });
 }
 
-/// A group's heads: their (len, |hs| · D) output, row i holding the heads' D values side by
-/// side. Where the CPU has AVX-512 or AVX2 + FMA both products run on the packed linear
+/// A group's heads: writes each head's (len, D) output into its D columns of the sequence's
+/// rows of out. Where the CPU has AVX-512 or AVX2 + FMA both products run on the packed linear
 /// layers' micro-kernel ([`heads_tiled`]); elsewhere a portable body per head ([`head_body`]).
-fn heads(g: &Group<'_>) -> Vec<f32> {
+///
+/// # Safety
+/// `out` must point at the (tokens, E) output the group's sequence lies in, and no one else may
+/// write the group's heads' columns of its rows meanwhile.
+unsafe fn heads(g: &Group<'_>, out: Out) {
     match Isa::detect() {
-        // SAFETY: the CPU has AVX-512F (detected).
+        // SAFETY: the CPU has AVX-512F (detected); out as the caller's contract.
         #[cfg(target_arch = "x86_64")]
-        Some(Isa::Avx512) => unsafe { heads_avx512(g) },
-        // SAFETY: the CPU has AVX2 and FMA (detected).
+        Some(Isa::Avx512) => unsafe { heads_avx512(g, out) },
+        // SAFETY: the CPU has AVX2 and FMA (detected); out as the caller's contract.
         #[cfg(target_arch = "x86_64")]
-        Some(Isa::Avx2) => unsafe { heads_avx2(g) },
-        _ => heads_portable(g),
+        Some(Isa::Avx2) => unsafe { heads_avx2(g, out) },
+        // SAFETY: the caller's contract.
+        _ => unsafe { heads_portable(g, out) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn heads_avx512(g: &Group<'_>) -> Vec<f32> {
-    heads_tiled::<true>(Isa::Avx512, g)
+unsafe fn heads_avx512(g: &Group<'_>, out: Out) {
+    // SAFETY: the caller's contract.
+    unsafe { heads_tiled::<true>(Isa::Avx512, g, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn heads_avx2(g: &Group<'_>) -> Vec<f32> {
-    heads_tiled::<true>(Isa::Avx2, g)
+unsafe fn heads_avx2(g: &Group<'_>, out: Out) {
+    // SAFETY: the caller's contract.
+    unsafe { heads_tiled::<true>(Isa::Avx2, g, out) }
 }
 
 /// [`heads`] one head at a time on [`head_body`].
-fn heads_portable(g: &Group<'_>) -> Vec<f32> {
-    let w = g.hs.len() * g.cfg.head_dim;
-    let mut o = vec![0.0f32; g.at.len * w];
+///
+/// # Safety
+/// As [`heads`].
+unsafe fn heads_portable(g: &Group<'_>, out: Out) {
     for (j, h) in g.hs.clone().enumerate() {
-        place_head(&mut o, w, j, &head_body(g.qkv, g.at, h, g.pad, g.cfg), g.cfg.head_dim);
+        // SAFETY: the caller's contract.
+        unsafe { place_head(out, g, j, &head_body(g.qkv, g.at, h, g.pad, g.cfg)) };
     }
-    o
 }
 
-/// Writes head j's (len, D) output `oh` into its D columns of a group's rows `o`, w wide.
-fn place_head(o: &mut [f32], w: usize, j: usize, oh: &[f32], d: usize) {
-    for (orow, src) in o.chunks_exact_mut(w).zip(oh.chunks_exact(d)) {
-        orow[j * d..(j + 1) * d].copy_from_slice(src);
+/// Writes head j of the group's (len, D) output `oh` into its D columns of the sequence's rows
+/// of out.
+///
+/// # Safety
+/// As [`heads`].
+unsafe fn place_head(out: Out, g: &Group<'_>, j: usize, oh: &[f32]) {
+    let (e, d) = (g.cfg.embed(), g.cfg.head_dim);
+    for (i, src) in oh.chunks_exact(d).enumerate().take(g.at.len) {
+        // SAFETY: row i of the sequence lies in out, its columns (hs.start + j) · D.. are this
+        // group's (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at(g.at.row(i) * e + (g.hs.start + j) * d), d) };
     }
+}
+
+/// One attention task's buffers, kept per rayon thread and reused by its next task: nothing in
+/// a forward's attention allocates once they have grown to its shapes. Every value a task reads
+/// it has written first.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    kv: Vec<f32>,
+    oh: Vec<f32>,
+    s: Vec<f32>,
+    maxes: Vec<f32>,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+/// The first `len` values of `v`, grown to hold them (what it held stays: the caller writes
+/// before it reads).
+fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
 }
 
 /// Heads `hs` as two products each on `isa`'s micro-kernel. The sequence's rows of the group
 /// are first copied out of qkv whole (q scaled, head by head; k and v row by row); then per
-/// head its keys are packed as the
-/// weight of the scores (s = q · kᵀ: n = len keys, k = D) and vᵀ as the weight of the output
-/// (o = p · v: n = D, k = len), and per MR queries their score rows (in L1), masks and
-/// softmax, and their output rows. `FMA`: softmax's exp fused.
+/// head its keys are packed as the weight of the scores (s = q · kᵀ: n = len keys, k = D) and
+/// vᵀ as the weight of the output (o = p · v: n = D, k = len), and per MR queries their score
+/// rows (in L1), masks and softmax, and their output rows. `FMA`: softmax's exp fused. The
+/// buffers are the thread's [`Scratch`], taken out for the task and put back after it (taken,
+/// not borrowed in a closure: a closure would be compiled without the caller's target features,
+/// and its fused multiply-adds would become calls).
+///
+/// # Safety
+/// As [`heads`].
 #[inline(always)]
-fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>) -> Vec<f32> {
+unsafe fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>, out: Out) {
     let Group { qkv, at, ref hs, pad, cfg } = *group;
     let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.len);
-    let w = hs.len() * d;
+    let (w, mr) = (hs.len() * d, isa.mr());
     let scale = cfg.scale();
-    // each position's q (scaled) into its head's contiguous (len, D) block, k and v into
-    // rows of 2w: every qkv row read in three runs
-    let (mut q, mut kv) = (vec![0.0f32; hs.len() * seq * d], vec![0.0f32; seq * 2 * w]);
-    for (i, dst) in kv.chunks_exact_mut(2 * w).enumerate() {
-        let r = at.row(i) * 3 * e + hs.start * d;
-        for (g, src) in qkv[r..r + w].chunks_exact(d).enumerate() {
-            q[(g * seq + i) * d..][..d].iter_mut().zip(src).for_each(|(o, &x)| *o = x * scale);
+    let mut scratch = SCRATCH.take();
+    let sc = &mut scratch;
+    {
+        // each position's q (scaled) into its head's contiguous (len, D) block, k and v into
+        // rows of 2w: every qkv row read in three runs
+        let (q, kv) = (at_least(&mut sc.q, hs.len() * seq * d), at_least(&mut sc.kv, seq * 2 * w));
+        for (i, dst) in kv.chunks_exact_mut(2 * w).enumerate() {
+            let r = at.row(i) * 3 * e + hs.start * d;
+            for (g, src) in qkv[r..r + w].chunks_exact(d).enumerate() {
+                q[(g * seq + i) * d..][..d].iter_mut().zip(src).for_each(|(o, &x)| *o = x * scale);
+            }
+            dst[..w].copy_from_slice(&qkv[r + e..r + e + w]);
+            dst[w..].copy_from_slice(&qkv[r + 2 * e..r + 2 * e + w]);
         }
-        dst[..w].copy_from_slice(&qkv[r + e..r + e + w]);
-        dst[w..].copy_from_slice(&qkv[r + 2 * e..r + 2 * e + w]);
-    }
-    let mr = isa.mr();
-    let (mut o, mut oh) = (vec![0.0f32; seq * w], vec![0.0f32; seq * d]);
-    let (mut s, mut maxes) = (vec![0.0f32; mr * seq], vec![0.0f32; mr]);
-    for g in 0..hs.len() {
-        let col = |i: usize, part: usize| &kv[i * 2 * w + part * w + g * d..][..d];
-        let keys = PackedLinear::from_rows(seq, d, isa, |j| col(j, 0));
-        let values = PackedLinear::from_columns(d, seq, isa, |j| col(j, 1));
-        let q = &q[g * seq * d..(g + 1) * seq * d];
-        for i0 in (0..seq).step_by(mr) {
-            let nq = mr.min(seq - i0);
-            let s = &mut s[..nq * seq];
-            linear_serial(s, &q[i0 * d..(i0 + nq) * d], &keys, nq);
-            softmax_rows::<FMA>(s, seq, i0, pad, cfg.causal, &mut maxes[..nq]);
-            let o_rows = &mut oh[i0 * d..(i0 + nq) * d];
-            linear_serial(o_rows, s, &values, nq);
-            nan_unseen(o_rows, d, &maxes[..nq]);
+        let (q, kv) = (&*q, &*kv);
+        for g in 0..hs.len() {
+            let col = |i: usize, part: usize| &kv[i * 2 * w + part * w + g * d..][..d];
+            let keys = PackedLinear::rows_into(std::mem::take(&mut sc.keys), seq, d, isa, |j| col(j, 0));
+            let values = PackedLinear::columns_into(std::mem::take(&mut sc.values), d, seq, isa, |j| col(j, 1));
+            let q = &q[g * seq * d..(g + 1) * seq * d];
+            let oh = at_least(&mut sc.oh, seq * d);
+            let (s, maxes) = (at_least(&mut sc.s, mr * seq), at_least(&mut sc.maxes, mr));
+            for i0 in (0..seq).step_by(mr) {
+                let nq = mr.min(seq - i0);
+                let s = &mut s[..nq * seq];
+                linear_serial(s, &q[i0 * d..(i0 + nq) * d], &keys, nq);
+                softmax_rows::<FMA>(s, seq, i0, pad, cfg.causal, &mut maxes[..nq]);
+                let o_rows = &mut oh[i0 * d..(i0 + nq) * d];
+                linear_serial(o_rows, s, &values, nq);
+                nan_unseen(o_rows, d, &maxes[..nq]);
+            }
+            // SAFETY: the caller's contract.
+            unsafe { place_head(out, group, g, oh) };
+            (sc.keys, sc.values) = (keys.into_panels(), values.into_panels());
         }
-        place_head(&mut o, w, g, &oh, d);
     }
-    o
+    SCRATCH.set(scratch);
 }
 
 /// Masks and softmax of score rows `s` (seq wide) of queries i0..: causal hides the keys after
@@ -364,17 +412,19 @@ mod tests {
 
     /// Every body this CPU runs (the portable one, which a CPU without AVX2 + FMA runs, and the
     /// tiled one on each instruction set) against the reference, on ragged lengths and head
-    /// sizes (edges of both tiles), causal and key-padded, each head alone and all together.
+    /// sizes (edges of both tiles), causal and key-padded, each head alone and all together,
+    /// into an output poisoned with NaN whose other heads' columns must stay NaN. One thread
+    /// runs them all, so each shape finds the scratch a larger one left.
     #[test]
     fn every_attention_body_matches_reference_alone_and_grouped() {
-        type Body = fn(&Group<'_>) -> Vec<f32>;
+        type Body = unsafe fn(&Group<'_>, Out);
         let mut bodies: Vec<(&str, Body)> = vec![("portable", heads_portable)];
         #[cfg(target_arch = "x86_64")]
         for isa in Isa::runnable() {
-            // SAFETY (of the calls below): `runnable` lists only what this CPU runs.
+            // `runnable` lists only what this CPU runs
             match isa {
-                Isa::Avx512 => bodies.push(("tiled avx512", |g| unsafe { heads_avx512(g) })),
-                Isa::Avx2 => bodies.push(("tiled avx2", |g| unsafe { heads_avx2(g) })),
+                Isa::Avx512 => bodies.push(("tiled avx512", heads_avx512)),
+                Isa::Avx2 => bodies.push(("tiled avx2", heads_avx2)),
             }
         }
         let mut rng = Rng::new(27);
@@ -397,11 +447,20 @@ mod tests {
                 let mut want = vec![0.0; seq * e];
                 crate::reference::attention::attention(&mut want, &qkv, mask, &cfg);
                 for hs in &groups {
-                    let want_g: Vec<f32> = want.chunks(e).flat_map(|r| r[hs.start * d..hs.end * d].to_vec()).collect();
+                    let cols = hs.start * d..hs.end * d;
+                    let want_g: Vec<f32> = want.chunks(e).flat_map(|r| r[cols.clone()].to_vec()).collect();
                     for (name, body) in &bodies {
-                        let got = body(&Group { qkv: &qkv, at, hs: hs.clone(), pad: mask, cfg: &cfg });
+                        let mut out = vec![f32::NAN; seq * e];
+                        let g = Group { qkv: &qkv, at, hs: hs.clone(), pad: mask, cfg: &cfg };
+                        // SAFETY: out is the sequence's whole (seq, E) output, and the bodies
+                        // listed run on this CPU.
+                        unsafe { body(&g, Out::new(&mut out)) };
+                        let got: Vec<f32> = out.chunks(e).flat_map(|r| r[cols.clone()].to_vec()).collect();
                         let what = format!("{name} s{seq} heads {hs:?} d{d} causal={causal} padded={}", mask.is_some());
                         assert_close(&what, &got, &want_g, ATTENTION_TOL);
+                        let others =
+                            out.chunks(e).flat_map(|r| r.iter().enumerate().filter(|(c, _)| !cols.contains(c)));
+                        assert!(others.into_iter().all(|(_, v)| v.is_nan()), "{what}: wrote outside its heads");
                     }
                 }
             }

@@ -101,38 +101,80 @@ impl PackedLinear {
     }
 
     /// Packs the (n, k) weight whose row `col` (k values: what output column `col` sums over)
-    /// is `row(col)`: attention's keys, read straight out of the strided qkv.
+    /// is `row(col)`, its panels in parallel when it is large (a weight packed at load or at a
+    /// matmul's call).
     pub(crate) fn from_rows<'a>(n: usize, k: usize, isa: Isa, row: impl Fn(usize) -> &'a [f32] + Sync) -> PackedLinear {
+        let mut packed = PackedLinear::sized(Vec::new(), n, k, isa);
         let nr = isa.nr();
-        let mut panels = vec![0.0f32; n.div_ceil(nr) * k * nr];
-        let fill = |(p, panel): (usize, &mut [f32])| {
-            for (j, col) in (p * nr..n.min(p * nr + nr)).enumerate() {
-                for (slot, &v) in panel.iter_mut().skip(j).step_by(nr).zip(&row(col)[..k]) {
-                    *slot = v;
-                }
-            }
-        };
-        // a weight of a matmul packed at every call is worth both cores; attention's keys
-        // (one head, in a task of its own already) are not
+        let fill = |(p, panel): (usize, &mut [f32])| fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
         match n * k >= PARALLEL_PACKING {
-            true => panels.par_chunks_mut(k * nr).enumerate().for_each(fill),
-            false => panels.chunks_mut(k * nr).enumerate().for_each(fill),
+            true => packed.panels.par_chunks_mut(k * nr).enumerate().for_each(fill),
+            false => packed.panels.chunks_mut(k * nr).enumerate().for_each(fill),
+        }
+        packed
+    }
+
+    /// [`PackedLinear::from_rows`] on the calling thread alone, into `panels` (reused: what it
+    /// held is overwritten): attention's keys, read out of the sequence's rows, in a task that
+    /// already has its core.
+    pub(crate) fn rows_into<'a>(
+        panels: Vec<f32>,
+        n: usize,
+        k: usize,
+        isa: Isa,
+        row: impl Fn(usize) -> &'a [f32],
+    ) -> PackedLinear {
+        let mut packed = PackedLinear::sized(panels, n, k, isa);
+        let nr = isa.nr();
+        for (p, panel) in packed.panels.chunks_mut(k * nr).enumerate() {
+            fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
+        }
+        packed
+    }
+
+    /// Packs the (n, k) weight given transposed, into `panels` (reused): `column(kk)` is its
+    /// column kk (n values, one per output column), so each panel row is one copy:
+    /// attention's values.
+    pub(crate) fn columns_into<'a>(
+        panels: Vec<f32>,
+        n: usize,
+        k: usize,
+        isa: Isa,
+        column: impl Fn(usize) -> &'a [f32],
+    ) -> PackedLinear {
+        let mut packed = PackedLinear::sized(panels, n, k, isa);
+        let nr = isa.nr();
+        for kk in 0..k {
+            let src = &column(kk)[..n];
+            for (p, chunk) in src.chunks(nr).enumerate() {
+                packed.panels[(p * k + kk) * nr..][..chunk.len()].copy_from_slice(chunk);
+            }
+        }
+        packed
+    }
+
+    /// An (n, k) packing over `panels` grown (never shrunk) to its size, the columns past n
+    /// in its last panel zero (every other value is written by the packing).
+    fn sized(mut panels: Vec<f32>, n: usize, k: usize, isa: Isa) -> PackedLinear {
+        let nr = isa.nr();
+        let len = n.div_ceil(nr) * k * nr;
+        if panels.len() < len {
+            panels.resize(len, 0.0);
+        }
+        panels.truncate(len);
+        if !n.is_multiple_of(nr) {
+            let last = &mut panels[(n / nr) * k * nr..];
+            for kk in 0..k {
+                last[kk * nr + n % nr..(kk + 1) * nr].fill(0.0);
+            }
         }
         PackedLinear { n, k, isa, panels }
     }
 
-    /// Packs the (n, k) weight given transposed: `column(kk)` is its column kk (n values, one
-    /// per output column), so each panel row is one copy: attention's values, out of qkv.
-    pub(crate) fn from_columns<'a>(n: usize, k: usize, isa: Isa, column: impl Fn(usize) -> &'a [f32]) -> PackedLinear {
-        let nr = isa.nr();
-        let mut panels = vec![0.0f32; n.div_ceil(nr) * k * nr];
-        for kk in 0..k {
-            let src = &column(kk)[..n];
-            for (p, chunk) in src.chunks(nr).enumerate() {
-                panels[(p * k + kk) * nr..][..chunk.len()].copy_from_slice(chunk);
-            }
-        }
-        PackedLinear { n, k, isa, panels }
+    /// The packing's storage, for a later [`PackedLinear::rows_into`] or
+    /// [`PackedLinear::columns_into`].
+    pub(crate) fn into_panels(self) -> Vec<f32> {
+        self.panels
     }
 
     /// Output columns.
@@ -146,17 +188,39 @@ impl PackedLinear {
     }
 }
 
-/// A raw output pointer shared by tasks that write disjoint tiles.
+/// Panel `cols` (at most nr output columns): row kk of the panel holds value kk of each
+/// column's weight row, `row(col)`.
+fn fill_panel<'a>(
+    panel: &mut [f32],
+    cols: std::ops::Range<usize>,
+    k: usize,
+    nr: usize,
+    row: &impl Fn(usize) -> &'a [f32],
+) {
+    for (j, col) in cols.enumerate() {
+        for (slot, &v) in panel.iter_mut().skip(j).step_by(nr).zip(&row(col)[..k]) {
+            *slot = v;
+        }
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint parts of one buffer (tiles of a
+/// linear layer's output, heads of attention's).
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: the tasks of one `linear` call write disjoint tiles of the buffer it points into.
+pub(crate) struct Out(*mut f32);
+// SAFETY: the tasks sharing an `Out` write disjoint parts of the buffer it points into.
 unsafe impl Send for Out {}
 // SAFETY: as above.
 unsafe impl Sync for Out {}
 
 impl Out {
+    /// The output `out`, for tasks that each write their own part of it.
+    pub(crate) fn new(out: &mut [f32]) -> Out {
+        Out(out.as_mut_ptr())
+    }
+
     /// The pointer, through a method so a closure captures the whole `Out` (Send), not its field.
-    fn at(&self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(&self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
@@ -191,7 +255,7 @@ pub fn linear(out: &mut [f32], x: &[f32], w: &PackedLinear, bias: Option<&[f32]>
     let want = 2 * rayon::current_num_threads();
     let gn = panels.min(want);
     let gm = (want / gn).clamp(1, blocks);
-    let o = Out(out.as_mut_ptr());
+    let o = Out::new(out);
     let run = |task: usize| {
         // SAFETY: the ranges lie inside the shapes asserted above, and the tasks' tiles are
         // disjoint (each task its own blocks × panels).
@@ -209,7 +273,7 @@ pub(crate) fn linear_serial(out: &mut [f32], x: &[f32], w: &PackedLinear, t: usi
     assert!(x.len() >= t * w.k && out.len() >= t * w.n, "linear_serial: operands shorter than their shapes");
     let (panels, blocks) = (w.n.div_ceil(w.isa.nr()), t.div_ceil(w.isa.mr()));
     // SAFETY: the whole of out, inside the shapes asserted just above, on this thread.
-    unsafe { tiles(Out(out.as_mut_ptr()), x, w, None, Activation::None, t, 0..blocks, 0..panels) }
+    unsafe { tiles(Out::new(out), x, w, None, Activation::None, t, 0..blocks, 0..panels) }
 }
 
 /// Row strides of x that are a multiple of this many values put every row of a tile in one
