@@ -20,25 +20,34 @@ pub fn layernorm(
     let per_task = rows_per_task(rows);
     out.par_chunks_mut(per_task * c).enumerate().for_each(|(chunk, o)| {
         let mut v = vec![0.0f32; c];
-        for (i, orow) in o.chunks_mut(c).enumerate() {
-            let r = chunk * per_task + i;
-            let xr = &x[r * c..(r + 1) * c];
-            match residual {
-                Some(res) => v.iter_mut().zip(xr).zip(&res[r * c..(r + 1) * c]).for_each(|((v, a), b)| *v = a + b),
-                None => v.copy_from_slice(xr),
-            }
-            // 1. mean, 2. variance around it (two passes), 3. normalise, scale, shift
-            let mean = (lane_sum(&v, |a| a) / c as f64) as f32;
-            let var = lane_sum(&v, |a| (a - mean) * (a - mean)) / c as f64;
-            let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
-            for (((o, &a), &g), &b) in orow.iter_mut().zip(&v).zip(gamma).zip(beta) {
-                *o = (a - mean) * rstd * g + b;
-            }
-        }
+        let rows = chunk * per_task..chunk * per_task + o.len() / c;
+        let residual = residual.map(|res| &res[rows.start * c..rows.end * c]);
+        super::math::widest(|| rows_body(o, &x[rows.start * c..rows.end * c], residual, gamma, beta, &mut v, eps));
     });
 }
 
+/// Layernorm of each row of x (+ residual) into o, `v` a row of scratch: inlined where
+/// [`super::math::widest`] compiles it for the CPU's widest vectors.
+#[inline(always)]
+fn rows_body(o: &mut [f32], x: &[f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], v: &mut [f32], eps: f32) {
+    let c = v.len();
+    for (r, (orow, xr)) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+        match residual {
+            Some(res) => v.iter_mut().zip(xr).zip(&res[r * c..(r + 1) * c]).for_each(|((v, a), b)| *v = a + b),
+            None => v.copy_from_slice(xr),
+        }
+        // 1. mean, 2. variance around it (two passes), 3. normalise, scale, shift
+        let mean = (lane_sum(v, |a| a) / c as f64) as f32;
+        let var = lane_sum(v, |a| (a - mean) * (a - mean)) / c as f64;
+        let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
+        for (((o, &a), &g), &b) in orow.iter_mut().zip(v.iter()).zip(gamma).zip(beta) {
+            *o = (a - mean) * rstd * g + b;
+        }
+    }
+}
+
 /// Σ f(v) in eight f32 lanes (the compiler vectorises them), combined in f64.
+#[inline(always)]
 fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut lanes = [0.0f32; 8];
     let chunks = v.chunks_exact(8);

@@ -147,6 +147,35 @@ pub(crate) fn bias_act(rows: &mut [f32], n: usize, bias: Option<&[f32]>, act: Ac
     bias_act_body::<false>(rows, n, bias, act)
 }
 
+/// `f()` compiled for the widest vectors this CPU has: called from a copy of this function
+/// built with AVX-512F (or AVX2 + FMA), where an `#[inline(always)]` body that `f` calls is
+/// inlined and its loops vectorise that wide. For memory-bound passes (the residual add,
+/// layernorm), which the baseline x86-64 build runs 16 bytes at a time. Nothing here fuses a
+/// multiply and an add (Rust never contracts them): results are the same on every path.
+#[inline(always)]
+pub(crate) fn widest<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
