@@ -2,12 +2,13 @@
 """The CPU backend against the engines a machine without a GPU would otherwise run, in one
 session: all-MiniLM-L6-v2 through `resformer embed --speed --device cpu`, sentence-transformers
 (torch CPU) and ONNX Runtime on a `torch.onnx` export of the same model, all with the same
-thread count and tokenisation and pooling included; then `resformer bench --sizes medium`
-against torch CPU (scripts/torch_baseline.py) for the kernel and stack cases.
+thread count and tokenisation and pooling included; then `resformer bench --device cpu --sizes
+medium` against torch CPU (scripts/torch_baseline.py) for the kernel and stack cases, in turns.
 
     python3 scripts/cpu_baseline.py                      # batch 32 of ~128 tokens, batch 1, mixed 8-128
     python3 scripts/cpu_baseline.py --cases batch32 --threads 2 --runs 7 --rounds 5
     python3 scripts/cpu_baseline.py --skip-bench
+    python3 scripts/cpu_baseline.py --bench-only --rounds 5
 
 A measuring tool for people with torch, sentence-transformers, onnx and onnxruntime installed
 (pip install torch sentence-transformers onnx onnxscript onnxruntime), not part of CI. The
@@ -107,10 +108,13 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="timed batches per measurement (their median)")
     ap.add_argument("--rounds", type=int, default=3, help="measurements per engine, taken in turn (their median)")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
-    ap.add_argument("--skip-bench", action="store_true", help="only the MiniLM cases, not `bench --sizes medium`")
+    ap.add_argument("--skip-bench", action="store_true", help="only the MiniLM cases, not `bench --device cpu --sizes medium`")
     ap.add_argument("--no-ort-fusion", action="store_true",
                     help="time ORT on the plain export, without its transformers optimizer's BERT fusions")
+    ap.add_argument("--bench-only", action="store_true", help="only `bench --device cpu --sizes medium` against torch")
     args = ap.parse_args()
+    if args.bench_only:
+        return bench_in_turns(args)
 
     import numpy as np
     import onnxruntime as ort
@@ -183,14 +187,33 @@ def main():
         print(f"  {name:8} {over_ort:5.2f}x ONNX Runtime, {over_st:5.2f}x sentence-transformers")
     if args.skip_bench:
         return
-    torch_json = os.path.join(tempfile.mkdtemp(prefix="cpu-baseline-"), "torch.json")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), RAYON_NUM_THREADS=str(args.threads))
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "torch_baseline.py"), "--sizes", "medium", "--json",
-                    torch_json], check=True, env=env)
-    print("\n`resformer bench --sizes medium`: cpu ms is the CPU backend, torch ms torch CPU")
-    subprocess.run([args.binary, "bench", "--sizes", "medium", "--compare", torch_json, "--cpu-budget", "1e9"],
-                   check=True, env=env)
+    bench_in_turns(args)
 
+
+def bench_in_turns(args):
+    """`resformer bench --device cpu --sizes medium` (the CPU backend alone, no GPU opened) and
+    scripts/torch_baseline.py in turns, --rounds times each; per case the median of each's
+    rounds (each round the median of 10 calls after a warm-up) and the ratio."""
+    tmp = tempfile.mkdtemp(prefix="cpu-baseline-")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), RAYON_NUM_THREADS=str(args.threads))
+    ours, torch_rows, adapter = {}, {}, ""
+    for r in range(args.rounds):
+        torch_json, ours_json = os.path.join(tmp, f"torch{r}.json"), os.path.join(tmp, f"ours{r}.json")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "torch_baseline.py"), "--sizes", "medium",
+                        "--json", torch_json], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run([args.binary, "bench", "--device", "cpu", "--sizes", "medium", "--cpu-budget", "1e9",
+                        "--json", ours_json], check=True, env=env, stdout=subprocess.DEVNULL)
+        for row in json.load(open(torch_json)):
+            torch_rows.setdefault((row["kernel"], row["shape"]), []).append(row["gpu_ms"])
+        for row in json.load(open(ours_json)):
+            ours.setdefault((row["kernel"], row["shape"]), []).append(row["cpu_ms"])
+            adapter = row["adapter"]
+    print(f"\n`resformer bench --device cpu --sizes medium` ({adapter}) against torch CPU, {args.threads} threads, "
+          f"in turns, median of {args.rounds} rounds:")
+    print(f"  {'case':34} {'resformer ms':>12} {'torch ms':>9} {'ours/torch':>10}")
+    for (kernel, shape), times in ours.items():
+        a, b = statistics.median(times), statistics.median(torch_rows[(kernel, shape)])
+        print(f"  {kernel + ' ' + shape:34} {a:12.3f} {b:9.3f} {a / b:10.2f}")
 
 if __name__ == "__main__":
     main()

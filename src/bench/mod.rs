@@ -2,7 +2,8 @@
 //! (timestamp queries when the adapter has them, else the wall clock around a
 //! device sync) against the CPU backend, the plain CPU reference, and for
 //! matmul a bare sgemm (the `matrixmultiply` crate). Rows carry the adapter,
-//! GFLOP/s or GB/s, and % of the device's peak.
+//! GFLOP/s or GB/s, and % of the device's peak. [`Target::Cpu`] times the CPU
+//! backend alone, no GPU opened: its rows name the CPU backend as their adapter.
 //!
 //! The cases live in benches/cases.json, which scripts/torch_baseline.py reads
 //! too; rows are matched by (kernel, shape) for `--compare`.
@@ -18,4 +19,4 @@ mod run;
 pub use cases::{cases, Case, Sizes, KERNELS};
 pub use peak::{peak, Peak};
 pub use row::Row;
-pub use run::run_case;
+pub use run::{cpu_adapter, run_case, Target};

@@ -18,11 +18,11 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     /// matmul depth.
     pub k: Option<usize>,
-    /// Adapter name.
+    /// Adapter name, or the CPU backend's label ([`super::cpu_adapter`]) when it ran alone.
     pub adapter: String,
-    /// Backend (Vulkan, Metal, ...).
+    /// Backend (Vulkan, Metal, ...), or `cpu`.
     pub backend: String,
-    /// Median GPU time of one call.
+    /// Median GPU time of one call; None when the CPU backend ran alone (`--device cpu`).
     pub gpu_ms: Option<f64>,
     /// "timestamp" (GPU timestamp queries) or "wall" (host clock around a device sync).
     #[serde(default)]
@@ -32,7 +32,7 @@ pub struct Row {
     /// matmul only: matrixmultiply's sgemm on every core.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cpu_fast_ms: Option<f64>,
-    /// The CPU backend ([`crate::cpu`], every core); None when over 50x the CPU budget.
+    /// The CPU backend ([`crate::cpu`], every core); None when over 50x the CPU budget on a GPU.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cpu_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -47,6 +47,7 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub torch_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    /// `gpu_ms / torch_ms`: below 1 is faster than the baseline.
+    /// The timed device's time over `torch_ms` (`gpu_ms`, or `cpu_ms` when no GPU ran): below 1
+    /// is faster than the baseline.
     pub ours_over_torch: Option<f64>,
 }

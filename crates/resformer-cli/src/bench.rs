@@ -28,7 +28,7 @@ pub struct Args {
     /// Timed runs per case, after a warm-up
     #[arg(long, default_value_t = 10, value_parser = positive)]
     runs: usize,
-    /// The GPU timed: gpu (the best adapter) or gpu:N
+    /// What is timed: gpu (the best adapter), gpu:N, or cpu (the CPU backend alone, no GPU opened)
     #[arg(long, visible_alias = "backend", default_value = "gpu", value_parser = crate::parse_device)]
     device: resformer::Device,
     /// Skip the plain CPU reference above this many FLOP (or bytes)
@@ -51,18 +51,38 @@ pub fn run(a: Args) -> CliResult {
         None => None,
     };
     let options = crate::env_options()?;
-    let gpu = std::sync::Arc::new(resformer::Gpu::with_options(crate::gpu_options(a.device)?)?);
-    options.policy.check(&gpu)?;
-    println!("adapter: {} (kernels: {})", gpu.adapter().label(), options.policy.describe());
-    let peak = bench::peak(&gpu)?;
-    println!("peak: {:.1} GFLOP/s f32, {:.1} GB/s ({})", peak.gflops, peak.gbps, peak.source);
+    // the GPU and its peak, or none: `--device cpu` times the CPU backend alone
+    let gpu = match a.device {
+        resformer::Device::Cpu => None,
+        device @ (resformer::Device::Gpu | resformer::Device::GpuAt(_)) => {
+            let gpu = std::sync::Arc::new(resformer::Gpu::with_options(crate::gpu_options(device)?)?);
+            options.policy.check(&gpu)?;
+            println!("adapter: {} (kernels: {})", gpu.adapter().label(), options.policy.describe());
+            let peak = bench::peak(&gpu)?;
+            println!("peak: {:.1} GFLOP/s f32, {:.1} GB/s ({})", peak.gflops, peak.gbps, peak.source);
+            Some((gpu, peak))
+        }
+        other => {
+            return Err(usage(format!(
+                "--device {other}: bench times gpu, gpu:N or cpu (the CPU backend alone; the reference runs beside \
+                 every row)"
+            )))
+        }
+    };
+    let target = match &gpu {
+        Some((gpu, peak)) => bench::Target::Gpu { gpu, policy: &options.policy, peak },
+        None => {
+            println!("adapter: {} (no GPU opened)", bench::cpu_adapter());
+            bench::Target::Cpu
+        }
+    };
     let cases = bench::cases(&a.kernel, a.sizes);
     let start = Instant::now();
     let bar = progress(cases.len(), "");
     let mut rows = Vec::new();
     for case in &cases {
         bar.set_message(format!("{} {}", case.kernel(), case.shape()));
-        rows.push(bench::run_case(&gpu, &options.policy, case, a.runs, a.cpu_budget, &peak)?);
+        rows.push(bench::run_case(target, case, a.runs, a.cpu_budget)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -71,11 +91,17 @@ pub fn run(a: Args) -> CliResult {
         table::compare(&mut rows, other);
     }
     print!("{}", table::table(&rows));
+    let timed = match gpu {
+        Some(_) => format!(
+            "gpu ms: median of {} runs after a warm-up ({} clock); cpu ms: the CPU backend (every core)",
+            a.runs,
+            rows.first().map_or("", |r| r.gpu_clock.as_str())
+        ),
+        None => format!("cpu ms: the CPU backend, median of {} runs after a warm-up (no GPU timed)", a.runs),
+    };
     println!(
-        "gpu ms: median of {} runs after a warm-up ({} clock); cpu ms: the CPU backend (every core); \
-         x ref / x fast: CPU time over GPU time; cpu_ref '-': over the {:.0e} FLOP budget (--cpu-budget)",
-        a.runs,
-        rows.first().map_or("", |r| r.gpu_clock.as_str()),
+        "{timed}; x ref / x fast: the reference's / sgemm's time over the timed device's; cpu_ref '-': over \
+         the {:.0e} FLOP budget (--cpu-budget)",
         a.cpu_budget
     );
     if let Some(path) = &a.json {

@@ -7,7 +7,8 @@ pub fn compare(rows: &mut [Row], other: &[Row]) {
     for r in rows {
         if let Some(o) = other.iter().find(|o| o.kernel == r.kernel && o.shape == r.shape) {
             r.torch_ms = o.gpu_ms;
-            if let (Some(a), Some(b)) = (r.gpu_ms, o.gpu_ms) {
+            // ours is the timed device's: the GPU's, or the CPU backend's when it ran alone
+            if let (Some(a), Some(b)) = (r.gpu_ms.or(r.cpu_ms), o.gpu_ms) {
                 r.ours_over_torch = Some(a / b);
             }
         }
@@ -30,7 +31,7 @@ pub fn table(rows: &[Row]) -> String {
     }
     s.push('\n');
     for r in rows {
-        let speedup = |cpu: Option<f64>| match (cpu, r.gpu_ms) {
+        let speedup = |cpu: Option<f64>| match (cpu, r.gpu_ms.or(r.cpu_ms)) {
             (Some(c), Some(g)) => format!("{:.2}", c / g),
             _ => "-".into(),
         };

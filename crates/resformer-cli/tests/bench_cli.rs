@@ -52,3 +52,64 @@ fn bench_small_writes_a_row_per_case_with_gpu_cpu_and_adapter() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("ours/torch"), "{stdout}");
 }
+
+/// `--device cpu` opens no GPU: every row times the CPU backend (named as the adapter), the
+/// reference beside it, no GPU column or % of peak, and `--compare` divides the CPU backend's
+/// time by the baseline's.
+#[test]
+fn bench_on_the_cpu_backend_alone_times_it_and_compares_it() {
+    let dir = std::env::temp_dir().join(format!("resformer-bench-cpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
+        .args(["bench", "--device", "cpu", "--sizes", "small", "--runs", "3", "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("adapter: CPU backend (") && stdout.contains("no GPU"), "{stdout}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(rows.len(), 7, "a row per small case: {rows:?}");
+    for r in &rows {
+        assert!(r["gpu_ms"].is_null() && r["peak_pct"].is_null(), "no GPU was timed: {r}");
+        assert!(r["cpu_ms"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+        assert!(r["cpu_ref_ms"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+        assert!(r["adapter"].as_str().unwrap().starts_with("CPU backend (") && r["backend"] == "cpu", "{r}");
+        let ms = r["cpu_ms"].as_f64().unwrap();
+        match (r["gflops"].as_f64(), r["gbps"].as_f64()) {
+            (Some(g), None) => assert!(g > 0.0 && g.is_finite(), "{r}"),
+            (None, Some(b)) => assert!(b > 0.0 && b.is_finite() && ms > 0.0, "{r}"),
+            _ => panic!("one rate per row: {r}"),
+        }
+    }
+
+    // a baseline at four times the CPU backend's time: ours over it is 0.25
+    let baseline: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"kernel": r["kernel"], "shape": r["shape"], "adapter": "x", "backend": "x",
+            "gpu_ms": r["cpu_ms"].as_f64().unwrap() * 4.0, "cpu_ref_ms": null, "peak_pct": null})
+        })
+        .collect();
+    let base = dir.join("base.json");
+    std::fs::write(&base, serde_json::to_string(&baseline).unwrap()).unwrap();
+    let again = dir.join("again.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
+        .args(["bench", "--device", "cpu", "--kernel", "matmul", "--runs", "1", "--compare"])
+        .args([base.to_str().unwrap(), "--json", again.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("ours/torch"), "{stdout}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
+    for r in &rows {
+        let (ours, torch, ratio) =
+            (r["cpu_ms"].as_f64().unwrap(), r["torch_ms"].as_f64().unwrap(), r["ours_over_torch"].as_f64().unwrap());
+        assert!((ratio - ours / torch).abs() < 1e-9 && ratio > 0.0, "{r}");
+    }
+
+    // the reference is not a device to time: said in one line, exit 2
+    let out = Command::new(env!("CARGO_BIN_EXE_resformer")).args(["bench", "--device", "reference"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && stderr.contains("gpu, gpu:N or cpu"), "{stderr}");
+}

@@ -163,8 +163,10 @@ fn every_subcommand_takes_the_same_device_spelling() {
         let (code, out, _) = cli(&[cmd, "--help"]);
         assert!(code == 0 && out.contains("--device <DEVICE>") && out.contains("gpu:N"), "{cmd}: {out}");
     }
-    // the GPU-timing commands take gpu or gpu:N, and refuse the host devices by saying so
-    assert_error(&["bench", "--device", "cpu"], 2, "--device cpu: this command times GPU kernels; give gpu or gpu:N");
+    // tune times GPU kernels only and refuses the host devices by saying so; bench also
+    // times the CPU backend alone (bench_cli.rs) but not the reference
+    assert_error(&["tune", "--device", "cpu"], 2, "--device cpu: this command times GPU kernels; give gpu or gpu:N");
+    assert_error(&["bench", "--device", "reference"], 2, "--device reference: bench times gpu, gpu:N or cpu");
     // --backend stays an alias of --device
     let (code, out, err) = cli(&["attention", "I love deep learning", "--backend", "reference"]);
     assert!(code == 0 && out.contains("backend: CPU reference path"), "{out}{err}");
