@@ -66,13 +66,55 @@ impl HostKernels {
 /// The CPU backend's linear weights packed once, at load, for its own micro-kernel
 /// ([`cpu::packed`]): each block's matmul weights and each linear edge's. Empty where the CPU
 /// has no packed kernel (no AVX2 + FMA, wasm32): the forward then runs every product through
-/// sgemm, which packs the weights itself at every call.
+/// sgemm, which packs the weights itself at every call. It also keeps the activation buffers
+/// of its last forward for the next ([`Spare`]).
 #[derive(Clone, Debug, Default)]
 pub struct HostPacks {
     /// Per block, per tensor in [`block_tensor_names`] order: the matmul weights' packings.
     blocks: Vec<Vec<Option<PackedLinear>>>,
     /// Per edge in [`StackWeights::edges`] order: the linear edges' packings.
     edges: Vec<Option<PackedLinear>>,
+    /// The last forward's buffers.
+    spare: Spare,
+}
+
+/// Most bytes of activation buffers [`Spare`] keeps between forwards: MiniLM's at batch 32 of
+/// 128 tokens (82 MB) fit. Larger forwards allocate theirs each time, and give them back.
+const SPARE_MAX_BYTES: usize = 128 << 20;
+
+/// The activation buffers a forward on the CPU backend leaves for the next on the same packs
+/// (one set: a forward that finds it taken allocates its own), so that a forward allocates
+/// only the output it returns. Fresh buffers cost a page fault per 4 KB: on this project's
+/// 2-core VM the bench's one-block case took 8-9 ms with them and 5.6-6.4 ms without
+/// (PERFORMANCE.md entry 19). Each step writes all of its output before any step reads it, so
+/// what a buffer held before is never read (tested against fresh buffers).
+#[derive(Default)]
+struct Spare(std::sync::Mutex<Vec<Vec<f32>>>);
+
+impl Spare {
+    fn take(&self) -> Vec<Vec<f32>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn keep(&self, bufs: Vec<Vec<f32>>) {
+        if bufs.iter().map(|b| b.capacity() * 4).sum::<usize>() <= SPARE_MAX_BYTES {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = bufs;
+        }
+    }
+}
+
+impl Clone for Spare {
+    /// A clone starts with no buffers of its own.
+    fn clone(&self) -> Spare {
+        Spare::default()
+    }
+}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |b| b.len());
+        write!(f, "Spare({n} buffers)")
+    }
 }
 
 impl HostPacks {
@@ -103,7 +145,7 @@ impl HostPacks {
                 _ => None,
             })
             .collect();
-        HostPacks { blocks, edges }
+        HostPacks { blocks, edges, spare: Spare::default() }
     }
 }
 
@@ -164,13 +206,27 @@ fn run_rows(
 ) -> Vec<f32> {
     let layout = weights.layout(cfg);
     let t = rows.tokens();
-    let mut bufs: Vec<Vec<f32>> = layout.cols.iter().map(|c| vec![0.0; t * c]).collect();
+    // the CPU backend's forward reuses the last one's buffers (what they held is overwritten
+    // before it is read); the reference allocates its own
+    let spare = packs.filter(|_| kernels == HostKernels::Fast).map(|p| &p.spare);
+    let mut bufs = spare.map(Spare::take).unwrap_or_default();
+    bufs.resize_with(layout.cols.len(), Vec::new);
+    for (b, c) in bufs.iter_mut().zip(&layout.cols) {
+        match b.len() < t * c {
+            true => b.resize(t * c, 0.0),
+            false => b.truncate(t * c),
+        }
+    }
     bufs[layout.input].copy_from_slice(x);
     let edges = weights.edges();
     for step in &layout.steps {
         run_model_step(kernels, step, weights, packs, &edges, cfg, &rows, &mut bufs);
     }
-    std::mem::take(&mut bufs[layout.output])
+    let out = std::mem::take(&mut bufs[layout.output]);
+    if let Some(spare) = spare {
+        spare.keep(bufs);
+    }
+    out
 }
 
 /// How a host forward's token rows are laid out.
@@ -325,6 +381,43 @@ mod tests {
 
     /// Sums in a different order (packed rows, other GEMM blocking) over two blocks.
     const PACKED_TOL: Tol = Tol { atol: 2e-5, rtol: 1e-4 };
+
+    /// Forwards on packs whose spare buffers larger and smaller forwards left behind (every
+    /// buffer holding another shape's values) give the same bits as forwards on fresh packs,
+    /// padded and packed rows alike: no step reads a value it did not write first.
+    #[test]
+    fn a_forward_on_reused_buffers_is_the_forward_on_fresh_ones() {
+        let mut rng = Rng::new(44);
+        let cfg = BlockConfig { batch_first: true, ..BlockConfig::new(24, 3, 40) };
+        let mut weights = StackWeights::random(43, 2, 24, 40);
+        weights.before = vec![Edge::layernorm("embeddings.LayerNorm", rng.vec(24, 0.8, 1.2), rng.vec(24, -0.2, 0.2))];
+        let reused = HostPacks::new(&weights);
+        for (seq, batch, padded) in [(19, 3, true), (7, 2, false), (23, 4, true), (1, 1, false), (11, 2, true)] {
+            let x = rng.vec(seq * batch * 24, -1.0, 1.0);
+            // sequence b hides its last b keys (every sequence keeps one)
+            let pad: Vec<u32> = (0..seq * batch).map(|i| (padded && i % seq + i / seq >= seq) as u32).collect();
+            let mask = padded.then_some(&pad[..]);
+            let fresh = HostPacks::new(&weights);
+            let got = forward_with(HostKernels::Fast, &weights, Some(&reused), &cfg, &x, seq, batch, mask);
+            let want = forward_with(HostKernels::Fast, &weights, Some(&fresh), &cfg, &x, seq, batch, mask);
+            assert!(got.iter().all(|v| v.is_finite()), "s{seq} b{batch}");
+            let first_gap = |a: &[f32], b: &[f32]| a.iter().zip(b).position(|(x, y)| x.to_bits() != y.to_bits());
+            assert!(
+                got.len() == want.len() && first_gap(&got, &want).is_none(),
+                "padded s{seq} b{batch}: {:?}",
+                first_gap(&got, &want)
+            );
+            let lens: Vec<usize> = (0..batch).map(|b| seq - b.min(seq - 1)).collect();
+            let rows = &x[..lens.iter().sum::<usize>() * 24];
+            let got = forward_packed(HostKernels::Fast, &weights, Some(&reused), &cfg, rows, &lens);
+            let want = forward_packed(HostKernels::Fast, &weights, Some(&HostPacks::new(&weights)), &cfg, rows, &lens);
+            assert!(
+                got.len() == want.len() && first_gap(&got, &want).is_none(),
+                "packed {lens:?}: {:?}",
+                first_gap(&got, &want)
+            );
+        }
+    }
 
     /// The packed forward of sequences of different lengths (GELU, pre-norm and causal variants,
     /// an edge before the blocks) gives the real rows of the padded, masked forward on the
