@@ -235,8 +235,12 @@ fn host_case<'a>(
             Case::Stack { embed, heads, ff, seq, batch, .. } => {
                 let (cfg, weights) = (BlockConfig::new(embed, heads, ff), weights.expect("a stack case has weights"));
                 let packs = packs.clone().filter(|_| fast);
+                // on a pool thread, as an engine runs its forwards
+                let pool = crate::model::HostPool::default();
                 Box::new(move || {
-                    drop(cpu::forward_with(kernels, weights, packs.as_deref(), &cfg, d(0), seq, batch, None))
+                    pool.run(|| {
+                        drop(cpu::forward_with(kernels, weights, packs.as_deref(), &cfg, d(0), seq, batch, None))
+                    })
                 })
             }
         }
