@@ -5,6 +5,16 @@ use super::packed::{linear, Isa, PackedLinear, PACK_PER_CALL_ROWS};
 use super::rows_per_task;
 use crate::ops::{Activation, MatmulShape};
 
+/// Values of the largest per-call packing a thread keeps for its next call (16 MB: every
+/// medium bench case; a 4096² weight is packed afresh each time).
+const KEEP_PACKING: usize = 4 << 20;
+
+thread_local! {
+    /// The panels of this thread's last per-call packing. Packing 1024 x 256 into a fresh
+    /// buffer took 0.14-0.20 ms of a 1.6 ms matmul, zeroing included (PERFORMANCE.md entry 19).
+    static PACKING: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// out (batch, m, n) = act(x (batch, m, k) · wᵀ + bias), w (n, k) shared or (batch, n, k) when
 /// `w_batched`: [`crate::reference::matmul::matmul`]'s contract.
 pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, shape: MatmulShape) {
@@ -14,11 +24,20 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: 
     // enough rows to pay for packing w at this call: the packed micro-kernel, bias and
     // activation in its store
     if let Some(isa) = Isa::detect().filter(|_| m >= PACK_PER_CALL_ROWS && n * k > 0) {
-        let shared = (!w_batched).then(|| PackedLinear::with_isa(w, n, k, isa));
+        // packed into the calling thread's buffer of the last call: no allocation, no zeroing
+        let mut packed: Option<PackedLinear> = None;
         for b in 0..batch {
-            let own = w_batched.then(|| PackedLinear::with_isa(&w[b * n * k..(b + 1) * n * k], n, k, isa));
-            let packed = shared.as_ref().or(own.as_ref()).expect("one of the two is packed");
-            linear(&mut out[b * m * n..(b + 1) * m * n], &x[b * m * k..(b + 1) * m * k], packed, bias, act, m);
+            if packed.is_none() || w_batched {
+                let panels = packed.take().map_or_else(|| PACKING.take(), PackedLinear::into_panels);
+                let wb = &w[if w_batched { b * n * k } else { 0 }..];
+                packed = Some(PackedLinear::rows_into(panels, n, k, isa, |c| &wb[c * k..(c + 1) * k]));
+            }
+            let p = packed.as_ref().expect("packed just above");
+            linear(&mut out[b * m * n..(b + 1) * m * n], &x[b * m * k..(b + 1) * m * k], p, bias, act, m);
+        }
+        let panels = packed.map(PackedLinear::into_panels).unwrap_or_default();
+        if panels.len() <= KEEP_PACKING {
+            PACKING.set(panels);
         }
         return;
     }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::ops::Activation;
 
-/// Values of a weight above which [`PackedLinear::from_rows`] packs its panels in parallel.
+/// Values of a weight above which [`PackedLinear::rows_into`] packs its panels in parallel.
 const PARALLEL_PACKING: usize = 1 << 16;
 
 /// The fewest rows at which [`super::matmul::matmul`] packs its weight at every call for the
@@ -101,33 +101,28 @@ impl PackedLinear {
     }
 
     /// Packs the (n, k) weight whose row `col` (k values: what output column `col` sums over)
-    /// is `row(col)`, its panels in parallel when it is large (a weight packed at load or at a
-    /// matmul's call).
+    /// is `row(col)`, its panels in parallel when it is large (a weight packed at load).
     pub(crate) fn from_rows<'a>(n: usize, k: usize, isa: Isa, row: impl Fn(usize) -> &'a [f32] + Sync) -> PackedLinear {
-        let mut packed = PackedLinear::sized(Vec::new(), n, k, isa);
-        let nr = isa.nr();
-        let fill = |(p, panel): (usize, &mut [f32])| fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
-        match n * k >= PARALLEL_PACKING {
-            true => packed.panels.par_chunks_mut(k * nr).enumerate().for_each(fill),
-            false => packed.panels.chunks_mut(k * nr).enumerate().for_each(fill),
-        }
-        packed
+        PackedLinear::rows_into(Vec::new(), n, k, isa, row)
     }
 
-    /// [`PackedLinear::from_rows`] on the calling thread alone, into `panels` (reused: what it
-    /// held is overwritten): attention's keys, read out of the sequence's rows, in a task that
-    /// already has its core.
+    /// [`PackedLinear::from_rows`] into `panels`, reused (what it held is overwritten): a
+    /// matmul's weight packed at its call, attention's keys read out of the sequence's rows.
     pub(crate) fn rows_into<'a>(
         panels: Vec<f32>,
         n: usize,
         k: usize,
         isa: Isa,
-        row: impl Fn(usize) -> &'a [f32],
+        row: impl Fn(usize) -> &'a [f32] + Sync,
     ) -> PackedLinear {
         let mut packed = PackedLinear::sized(panels, n, k, isa);
         let nr = isa.nr();
-        for (p, panel) in packed.panels.chunks_mut(k * nr).enumerate() {
-            fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
+        let fill = |(p, panel): (usize, &mut [f32])| fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
+        // a weight of a matmul packed at every call is worth both cores; attention's keys
+        // (one head, in a task of its own already) are not, but for the longest sequences
+        match n * k >= PARALLEL_PACKING {
+            true => packed.panels.par_chunks_mut(k * nr).enumerate().for_each(fill),
+            false => packed.panels.chunks_mut(k * nr).enumerate().for_each(fill),
         }
         packed
     }
