@@ -155,12 +155,12 @@ unsafe fn place_head(out: Out, g: &Group<'_>, j: usize, oh: &[f32]) {
 #[derive(Default)]
 struct Scratch {
     q: Vec<f32>,
-    kv: Vec<f32>,
     oh: Vec<f32>,
     s: Vec<f32>,
     maxes: Vec<f32>,
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    /// Per head of the group: its keys' packing, its values'.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
 }
 
 thread_local! {
@@ -176,11 +176,11 @@ fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// Heads `hs` as two products each on `isa`'s micro-kernel. The sequence's rows of the group
-/// are first copied out of qkv whole (q scaled, head by head; k and v row by row); then per
-/// head its keys are packed as the weight of the scores (s = q · kᵀ: n = len keys, k = D) and
-/// vᵀ as the weight of the output (o = p · v: n = D, k = len), and per MR queries their score
-/// rows (in L1), masks and softmax, and their output rows. `FMA`: softmax's exp fused. The
+/// Heads `hs` as two products each on `isa`'s micro-kernel. One pass over the sequence's rows
+/// of qkv writes each head's q (scaled) into a contiguous block and packs its keys as the
+/// weight of the scores (s = q · kᵀ: n = len keys, k = D) and vᵀ as the weight of the output
+/// (o = p · v: n = D, k = len); then per head and per MR queries their score rows (in L1),
+/// masks and softmax, and their output rows. `FMA`: softmax's exp fused. The
 /// buffers are the thread's [`Scratch`], taken out for the task and put back after it (taken,
 /// not borrowed in a closure: a closure would be compiled without the caller's target features,
 /// and its fused multiply-adds would become calls).
@@ -191,27 +191,38 @@ fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 unsafe fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>, out: Out) {
     let Group { qkv, at, ref hs, pad, cfg } = *group;
     let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.len);
-    let (w, mr) = (hs.len() * d, isa.mr());
+    let mr = isa.mr();
     let scale = cfg.scale();
     let mut scratch = SCRATCH.take();
     let sc = &mut scratch;
     {
-        // each position's q (scaled) into its head's contiguous (len, D) block, k and v into
-        // rows of 2w: every qkv row read in three runs
-        let (q, kv) = (at_least(&mut sc.q, hs.len() * seq * d), at_least(&mut sc.kv, seq * 2 * w));
-        for (i, dst) in kv.chunks_exact_mut(2 * w).enumerate() {
+        // one pass over the sequence's rows of qkv (three runs a row, prefetched): each q,
+        // scaled, into its head's contiguous (len, D) block; each k into its head's key
+        // packing (key i is column i of the scores' weight); each v into its head's value
+        // packing (row i of vᵀ's panels: NR values at a time)
+        let q = at_least(&mut sc.q, hs.len() * seq * d);
+        sc.keys.resize_with(hs.len(), Vec::new);
+        sc.values.resize_with(hs.len(), Vec::new);
+        let mut keys: Vec<PackedLinear> =
+            sc.keys.iter_mut().map(|p| PackedLinear::blank(std::mem::take(p), seq, d, isa)).collect();
+        let mut values: Vec<PackedLinear> =
+            sc.values.iter_mut().map(|p| PackedLinear::blank(std::mem::take(p), d, seq, isa)).collect();
+        let nr = isa.nr();
+        for i in 0..seq {
             let r = at.row(i) * 3 * e + hs.start * d;
-            for (g, src) in qkv[r..r + w].chunks_exact(d).enumerate() {
-                q[(g * seq + i) * d..][..d].iter_mut().zip(src).for_each(|(o, &x)| *o = x * scale);
+            for g in 0..hs.len() {
+                let (qs, ks, vs) = (&qkv[r + g * d..][..d], &qkv[r + e + g * d..][..d], &qkv[r + 2 * e + g * d..][..d]);
+                q[(g * seq + i) * d..][..d].iter_mut().zip(qs).for_each(|(o, &x)| *o = x * scale);
+                let kp = &mut keys[g].panels_mut()[(i / nr) * d * nr + i % nr..];
+                kp.iter_mut().step_by(nr).zip(ks).for_each(|(o, &x)| *o = x);
+                let vp = values[g].panels_mut();
+                for (p, chunk) in vs.chunks(nr).enumerate() {
+                    vp[(p * seq + i) * nr..][..chunk.len()].copy_from_slice(chunk);
+                }
             }
-            dst[..w].copy_from_slice(&qkv[r + e..r + e + w]);
-            dst[w..].copy_from_slice(&qkv[r + 2 * e..r + 2 * e + w]);
         }
-        let (q, kv) = (&*q, &*kv);
-        for g in 0..hs.len() {
-            let col = |i: usize, part: usize| &kv[i * 2 * w + part * w + g * d..][..d];
-            let keys = PackedLinear::rows_into(std::mem::take(&mut sc.keys), seq, d, isa, |j| col(j, 0));
-            let values = PackedLinear::columns_into(std::mem::take(&mut sc.values), d, seq, isa, |j| col(j, 1));
+        let q = &*q;
+        for (g, (keys, values)) in keys.into_iter().zip(values).enumerate() {
             let q = &q[g * seq * d..(g + 1) * seq * d];
             let oh = at_least(&mut sc.oh, seq * d);
             let (s, maxes) = (at_least(&mut sc.s, mr * seq), at_least(&mut sc.maxes, mr));
@@ -226,7 +237,7 @@ unsafe fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>, out: Out) {
             }
             // SAFETY: the caller's contract.
             unsafe { place_head(out, group, g, oh) };
-            (sc.keys, sc.values) = (keys.into_panels(), values.into_panels());
+            (sc.keys[g], sc.values[g]) = (keys.into_panels(), values.into_panels());
         }
     }
     SCRATCH.set(scratch);

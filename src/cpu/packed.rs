@@ -107,7 +107,7 @@ impl PackedLinear {
     }
 
     /// [`PackedLinear::from_rows`] into `panels`, reused (what it held is overwritten): a
-    /// matmul's weight packed at its call, attention's keys read out of the sequence's rows.
+    /// matmul's weight packed at its call.
     pub(crate) fn rows_into<'a>(
         panels: Vec<f32>,
         n: usize,
@@ -115,11 +115,10 @@ impl PackedLinear {
         isa: Isa,
         row: impl Fn(usize) -> &'a [f32] + Sync,
     ) -> PackedLinear {
-        let mut packed = PackedLinear::sized(panels, n, k, isa);
+        let mut packed = PackedLinear::blank(panels, n, k, isa);
         let nr = isa.nr();
         let fill = |(p, panel): (usize, &mut [f32])| fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
-        // a weight of a matmul packed at every call is worth both cores; attention's keys
-        // (one head, in a task of its own already) are not, but for the longest sequences
+        // a weight of a matmul packed at every call is worth both cores
         match n * k >= PARALLEL_PACKING {
             true => packed.panels.par_chunks_mut(k * nr).enumerate().for_each(fill),
             false => packed.panels.chunks_mut(k * nr).enumerate().for_each(fill),
@@ -127,30 +126,10 @@ impl PackedLinear {
         packed
     }
 
-    /// Packs the (n, k) weight given transposed, into `panels` (reused): `column(kk)` is its
-    /// column kk (n values, one per output column), so each panel row is one copy:
-    /// attention's values.
-    pub(crate) fn columns_into<'a>(
-        panels: Vec<f32>,
-        n: usize,
-        k: usize,
-        isa: Isa,
-        column: impl Fn(usize) -> &'a [f32],
-    ) -> PackedLinear {
-        let mut packed = PackedLinear::sized(panels, n, k, isa);
-        let nr = isa.nr();
-        for kk in 0..k {
-            let src = &column(kk)[..n];
-            for (p, chunk) in src.chunks(nr).enumerate() {
-                packed.panels[(p * k + kk) * nr..][..chunk.len()].copy_from_slice(chunk);
-            }
-        }
-        packed
-    }
-
     /// An (n, k) packing over `panels` grown (never shrunk) to its size, the columns past n
-    /// in its last panel zero (every other value is written by the packing).
-    fn sized(mut panels: Vec<f32>, n: usize, k: usize, isa: Isa) -> PackedLinear {
+    /// in its last panel zero: every other value is for the caller to write (through
+    /// [`PackedLinear::panels_mut`]: panel p's row kk holds value kk of columns p·NR..).
+    pub(crate) fn blank(mut panels: Vec<f32>, n: usize, k: usize, isa: Isa) -> PackedLinear {
         let nr = isa.nr();
         let len = n.div_ceil(nr) * k * nr;
         if panels.len() < len {
@@ -166,8 +145,13 @@ impl PackedLinear {
         PackedLinear { n, k, isa, panels }
     }
 
+    /// The panels, to fill a [`PackedLinear::blank`] packing.
+    pub(crate) fn panels_mut(&mut self) -> &mut [f32] {
+        &mut self.panels
+    }
+
     /// The packing's storage, for a later [`PackedLinear::rows_into`] or
-    /// [`PackedLinear::columns_into`].
+    /// [`PackedLinear::blank`].
     pub(crate) fn into_panels(self) -> Vec<f32> {
         self.panels
     }
