@@ -1,24 +1,51 @@
 //! `resformer bench` end to end: every kernel at the small sizes, JSON rows
 //! with the fields the issue names, and --compare against a baseline file.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// A directory of this test's own, for `--json` files.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("resformer-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A baseline file in `dir`: each row's (kernel, shape) at `factor` times its `field` time.
+fn baseline(dir: &std::path::Path, rows: &[serde_json::Value], field: &str, factor: f64) -> PathBuf {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"kernel": r["kernel"], "shape": r["shape"], "adapter": "x", "backend": "x",
+            "gpu_ms": r[field].as_f64().unwrap() * factor, "cpu_ref_ms": null, "peak_pct": null})
+        })
+        .collect();
+    let base = dir.join("base.json");
+    std::fs::write(&base, serde_json::to_string(&rows).unwrap()).unwrap();
+    base
+}
+
+/// `resformer bench ARGS --json FILE`, which must succeed: its stdout and the rows it wrote.
+fn bench_rows(args: &[&str], json: &std::path::Path) -> (String, Vec<serde_json::Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
+        .arg("bench")
+        .args(args)
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (stdout, serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap())
+}
 
 #[test]
 fn bench_small_writes_a_row_per_case_with_gpu_cpu_and_adapter() {
     if resformer::testing::shared_gpu().is_none() {
         return; // printed by shared_gpu; a failure under RESFORMER_REQUIRE_GPU=1
     }
-    let dir = std::env::temp_dir().join(format!("resformer-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
-        .args(["bench", "--kernel", "all", "--sizes", "small", "--runs", "2", "--json", json.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let dir = scratch_dir("bench");
+    let (stdout, rows) = bench_rows(&["--kernel", "all", "--sizes", "small", "--runs", "2"], &dir.join("out.json"));
     assert!(stdout.contains("adapter: "), "{stdout}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let kernels: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
     for k in ["matmul", "attention", "layernorm", "residual_add", "block", "stack"] {
         assert!(kernels.contains(&k), "no {k} row: {kernels:?}");
@@ -36,15 +63,7 @@ fn bench_small_writes_a_row_per_case_with_gpu_cpu_and_adapter() {
     }
 
     // --compare: a baseline at twice our time gives ours/torch = 0.5
-    let baseline: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({"kernel": r["kernel"], "shape": r["shape"], "adapter": "x", "backend": "x",
-            "gpu_ms": r["gpu_ms"].as_f64().unwrap() * 2.0, "cpu_ref_ms": null, "peak_pct": null})
-        })
-        .collect();
-    let base = dir.join("base.json");
-    std::fs::write(&base, serde_json::to_string(&baseline).unwrap()).unwrap();
+    let base = baseline(&dir, &rows, "gpu_ms", 2.0);
     let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
         .args(["bench", "--kernel", "residual_add", "--runs", "1", "--compare", base.to_str().unwrap()])
         .output()
@@ -58,17 +77,9 @@ fn bench_small_writes_a_row_per_case_with_gpu_cpu_and_adapter() {
 /// time by the baseline's.
 #[test]
 fn bench_on_the_cpu_backend_alone_times_it_and_compares_it() {
-    let dir = std::env::temp_dir().join(format!("resformer-bench-cpu-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
-        .args(["bench", "--device", "cpu", "--sizes", "small", "--runs", "3", "--json", json.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let dir = scratch_dir("bench-cpu");
+    let (stdout, rows) = bench_rows(&["--device", "cpu", "--sizes", "small", "--runs", "3"], &dir.join("out.json"));
     assert!(stdout.contains("adapter: CPU backend (") && stdout.contains("no GPU"), "{stdout}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(rows.len(), 7, "a row per small case: {rows:?}");
     for r in &rows {
         assert!(r["gpu_ms"].is_null() && r["peak_pct"].is_null(), "no GPU was timed: {r}");
@@ -84,24 +95,10 @@ fn bench_on_the_cpu_backend_alone_times_it_and_compares_it() {
     }
 
     // a baseline at four times the CPU backend's time: ours over it is 0.25
-    let baseline: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({"kernel": r["kernel"], "shape": r["shape"], "adapter": "x", "backend": "x",
-            "gpu_ms": r["cpu_ms"].as_f64().unwrap() * 4.0, "cpu_ref_ms": null, "peak_pct": null})
-        })
-        .collect();
-    let base = dir.join("base.json");
-    std::fs::write(&base, serde_json::to_string(&baseline).unwrap()).unwrap();
-    let again = dir.join("again.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_resformer"))
-        .args(["bench", "--device", "cpu", "--kernel", "matmul", "--runs", "1", "--compare"])
-        .args([base.to_str().unwrap(), "--json", again.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("ours/torch"), "{stdout}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
+    let base = baseline(&dir, &rows, "cpu_ms", 4.0);
+    let compare = ["--device", "cpu", "--kernel", "matmul", "--runs", "1", "--compare", base.to_str().unwrap()];
+    let (stdout, rows) = bench_rows(&compare, &dir.join("again.json"));
+    assert!(stdout.contains("ours/torch"), "{stdout}");
     for r in &rows {
         let (ours, torch, ratio) =
             (r["cpu_ms"].as_f64().unwrap(), r["torch_ms"].as_f64().unwrap(), r["ours_over_torch"].as_f64().unwrap());
