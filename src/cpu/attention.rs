@@ -158,9 +158,9 @@ struct Scratch {
     oh: Vec<f32>,
     s: Vec<f32>,
     maxes: Vec<f32>,
-    /// Per head of the group: its keys' packing, its values'.
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    /// Per head of the group (as many as the largest group yet): its keys' packing, its values'.
+    keys: Vec<PackedLinear>,
+    values: Vec<PackedLinear>,
 }
 
 thread_local! {
@@ -193,54 +193,49 @@ unsafe fn heads_tiled<const FMA: bool>(isa: Isa, group: &Group<'_>, out: Out) {
     let (e, d, seq) = (cfg.embed(), cfg.head_dim, at.len);
     let mr = isa.mr();
     let scale = cfg.scale();
-    let mut scratch = SCRATCH.take();
-    let sc = &mut scratch;
-    {
-        // one pass over the sequence's rows of qkv (three runs a row, prefetched): each q,
-        // scaled, into its head's contiguous (len, D) block; each k into its head's key
-        // packing (key i is column i of the scores' weight); each v into its head's value
-        // packing (row i of vᵀ's panels: NR values at a time)
-        let q = at_least(&mut sc.q, hs.len() * seq * d);
-        sc.keys.resize_with(hs.len(), Vec::new);
-        sc.values.resize_with(hs.len(), Vec::new);
-        let mut keys: Vec<PackedLinear> =
-            sc.keys.iter_mut().map(|p| PackedLinear::blank(std::mem::take(p), seq, d, isa)).collect();
-        let mut values: Vec<PackedLinear> =
-            sc.values.iter_mut().map(|p| PackedLinear::blank(std::mem::take(p), d, seq, isa)).collect();
-        let nr = isa.nr();
-        for i in 0..seq {
-            let r = at.row(i) * 3 * e + hs.start * d;
-            for g in 0..hs.len() {
-                let (qs, ks, vs) = (&qkv[r + g * d..][..d], &qkv[r + e + g * d..][..d], &qkv[r + 2 * e + g * d..][..d]);
-                q[(g * seq + i) * d..][..d].iter_mut().zip(qs).for_each(|(o, &x)| *o = x * scale);
-                let kp = &mut keys[g].panels_mut()[(i / nr) * d * nr + i % nr..];
-                kp.iter_mut().step_by(nr).zip(ks).for_each(|(o, &x)| *o = x);
-                let vp = values[g].panels_mut();
-                for (p, chunk) in vs.chunks(nr).enumerate() {
-                    vp[(p * seq + i) * nr..][..chunk.len()].copy_from_slice(chunk);
-                }
+    let mut sc = SCRATCH.take();
+    // one pass over the sequence's rows of qkv (three runs a row, prefetched): each q, scaled,
+    // into its head's contiguous (len, D) block; each k into its head's key packing (key i is
+    // column i of the scores' weight); each v into its head's value packing (row i of vᵀ's
+    // panels: NR values at a time)
+    let q = at_least(&mut sc.q, hs.len() * seq * d);
+    if sc.keys.len() < hs.len() {
+        sc.keys.resize_with(hs.len(), PackedLinear::empty);
+        sc.values.resize_with(hs.len(), PackedLinear::empty);
+    }
+    let (keys, values) = (&mut sc.keys[..hs.len()], &mut sc.values[..hs.len()]);
+    keys.iter_mut().for_each(|p| p.reshape(seq, d, isa));
+    values.iter_mut().for_each(|p| p.reshape(d, seq, isa));
+    let nr = isa.nr();
+    for i in 0..seq {
+        let r = at.row(i) * 3 * e + hs.start * d;
+        for g in 0..hs.len() {
+            let (qs, ks, vs) = (&qkv[r + g * d..][..d], &qkv[r + e + g * d..][..d], &qkv[r + 2 * e + g * d..][..d]);
+            q[(g * seq + i) * d..][..d].iter_mut().zip(qs).for_each(|(o, &x)| *o = x * scale);
+            let kp = &mut keys[g].panels_mut()[(i / nr) * d * nr + i % nr..];
+            kp.iter_mut().step_by(nr).zip(ks).for_each(|(o, &x)| *o = x);
+            let vp = values[g].panels_mut();
+            for (p, chunk) in vs.chunks(nr).enumerate() {
+                vp[(p * seq + i) * nr..][..chunk.len()].copy_from_slice(chunk);
             }
-        }
-        let q = &*q;
-        for (g, (keys, values)) in keys.into_iter().zip(values).enumerate() {
-            let q = &q[g * seq * d..(g + 1) * seq * d];
-            let oh = at_least(&mut sc.oh, seq * d);
-            let (s, maxes) = (at_least(&mut sc.s, mr * seq), at_least(&mut sc.maxes, mr));
-            for i0 in (0..seq).step_by(mr) {
-                let nq = mr.min(seq - i0);
-                let s = &mut s[..nq * seq];
-                linear_serial(s, &q[i0 * d..(i0 + nq) * d], &keys, nq);
-                softmax_rows::<FMA>(s, seq, i0, pad, cfg.causal, &mut maxes[..nq]);
-                let o_rows = &mut oh[i0 * d..(i0 + nq) * d];
-                linear_serial(o_rows, s, &values, nq);
-                nan_unseen(o_rows, d, &maxes[..nq]);
-            }
-            // SAFETY: the caller's contract.
-            unsafe { place_head(out, group, g, oh) };
-            (sc.keys[g], sc.values[g]) = (keys.into_panels(), values.into_panels());
         }
     }
-    SCRATCH.set(scratch);
+    let (oh, s, maxes) = (at_least(&mut sc.oh, seq * d), at_least(&mut sc.s, mr * seq), at_least(&mut sc.maxes, mr));
+    for (g, (keys, values)) in keys.iter().zip(values.iter()).enumerate() {
+        let q = &q[g * seq * d..(g + 1) * seq * d];
+        for i0 in (0..seq).step_by(mr) {
+            let nq = mr.min(seq - i0);
+            let s = &mut s[..nq * seq];
+            linear_serial(s, &q[i0 * d..(i0 + nq) * d], keys, nq);
+            softmax_rows::<FMA>(s, seq, i0, pad, cfg.causal, &mut maxes[..nq]);
+            let o_rows = &mut oh[i0 * d..(i0 + nq) * d];
+            linear_serial(o_rows, s, values, nq);
+            nan_unseen(o_rows, d, &maxes[..nq]);
+        }
+        // SAFETY: the caller's contract.
+        unsafe { place_head(out, group, g, oh) };
+    }
+    SCRATCH.set(sc);
 }
 
 /// Masks and softmax of score rows `s` (seq wide) of queries i0..: causal hides the keys after

@@ -145,13 +145,22 @@ impl PackedLinear {
         PackedLinear { n, k, isa, panels }
     }
 
+    /// A packing of nothing (0 x 0), for [`PackedLinear::reshape`] to grow.
+    pub(crate) fn empty() -> PackedLinear {
+        PackedLinear { n: 0, k: 0, isa: Isa::Avx2, panels: Vec::new() }
+    }
+
+    /// This packing's storage made a [`PackedLinear::blank`] (n, k) packing for `isa`, to fill.
+    pub(crate) fn reshape(&mut self, n: usize, k: usize, isa: Isa) {
+        *self = PackedLinear::blank(std::mem::take(&mut self.panels), n, k, isa);
+    }
+
     /// The panels, to fill a [`PackedLinear::blank`] packing.
     pub(crate) fn panels_mut(&mut self) -> &mut [f32] {
         &mut self.panels
     }
 
-    /// The packing's storage, for a later [`PackedLinear::rows_into`] or
-    /// [`PackedLinear::blank`].
+    /// The packing's storage, for a later [`PackedLinear::rows_into`].
     pub(crate) fn into_panels(self) -> Vec<f32> {
         self.panels
     }
@@ -263,6 +272,10 @@ pub(crate) fn linear_serial(out: &mut [f32], x: &[f32], w: &PackedLinear, t: usi
 /// (PERFORMANCE.md entry 19).
 const ALIASING_STRIDE: usize = 1024;
 
+/// Ways of L1 a set has (Zen 4, and Intel since Skylake): more tile rows than this in one set
+/// evict each other.
+const L1_WAYS: usize = 8;
+
 /// Values between a copied block's rows beyond k: one cache line, so row r lands r sets on.
 const ROW_PAD: usize = 16;
 
@@ -290,44 +303,42 @@ unsafe fn tiles(
 ) {
     let (n, k, isa) = (w.n, w.k, w.isa);
     let (mr, nr) = (isa.mr(), isa.nr());
-    let copy = k > 0 && k.is_multiple_of(ALIASING_STRIDE) && mr > 8;
+    let copy = k > 0 && k.is_multiple_of(ALIASING_STRIDE) && mr > L1_WAYS;
     let mut buf = if copy { ROW_COPY.take() } else { Vec::new() };
-    {
-        let ldx = if copy { k + ROW_PAD } else { k };
-        if copy && buf.len() < mr * ldx {
-            buf.resize(mr * ldx, 0.0);
-        }
-        for blk in blocks {
-            let r0 = blk * mr;
-            let rows = mr.min(t - r0);
-            let block = &x[r0 * k..(r0 + rows) * k];
-            let x = match copy {
-                true => {
-                    for (dst, src) in buf.chunks_mut(ldx).zip(block.chunks(k)) {
-                        dst[..k].copy_from_slice(src);
-                    }
-                    &buf[..(rows - 1) * ldx + k]
+    let ldx = if copy { k + ROW_PAD } else { k };
+    if copy && buf.len() < mr * ldx {
+        buf.resize(mr * ldx, 0.0);
+    }
+    for blk in blocks {
+        let r0 = blk * mr;
+        let rows = mr.min(t - r0);
+        let block = &x[r0 * k..(r0 + rows) * k];
+        let x = match copy {
+            true => {
+                for (dst, src) in buf.chunks_mut(ldx).zip(block.chunks(k)) {
+                    dst[..k].copy_from_slice(src);
                 }
-                false => block,
-            };
-            for p in panels.clone() {
-                let c0 = p * nr;
-                let tile = Tile {
-                    x,
-                    ldx,
-                    rows,
-                    panel: &w.panels[p * k * nr..(p + 1) * k * nr],
-                    // (r0, c0) is inside out: r0 < t, c0 < n (the caller's contract).
-                    out: o.at(r0 * n + c0),
-                    ldc: n,
-                    cols: nr.min(n - c0),
-                    bias: bias.map(|b| &b[c0..]),
-                    act,
-                };
-                // SAFETY: the packing was made for a detected ISA; the tile lies inside x (or
-                // its copy), the panel and out, and no one else writes it (the caller's contract).
-                unsafe { micro_kernel(isa, k, &tile) };
+                &buf[..(rows - 1) * ldx + k]
             }
+            false => block,
+        };
+        for p in panels.clone() {
+            let c0 = p * nr;
+            let tile = Tile {
+                x,
+                ldx,
+                rows,
+                panel: &w.panels[p * k * nr..(p + 1) * k * nr],
+                // (r0, c0) is inside out: r0 < t, c0 < n (the caller's contract).
+                out: o.at(r0 * n + c0),
+                ldc: n,
+                cols: nr.min(n - c0),
+                bias: bias.map(|b| &b[c0..]),
+                act,
+            };
+            // SAFETY: the packing was made for a detected ISA; the tile lies inside x (or
+            // its copy), the panel and out, and no one else writes it (the caller's contract).
+            unsafe { micro_kernel(isa, k, &tile) };
         }
     }
     if copy {
