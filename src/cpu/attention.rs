@@ -1,5 +1,3 @@
-use rayon::prelude::*;
-
 use super::math::fast_exp;
 use super::packed::{linear_serial, Isa, Out, PackedLinear};
 use crate::ops::AttentionConfig;
@@ -82,7 +80,8 @@ fn over_heads<'a>(
     let tasks: Vec<(usize, std::ops::Range<usize>)> =
         order.iter().flat_map(|&s| (0..cfg.heads).step_by(per).map(move |h| (s, h..cfg.heads.min(h + per)))).collect();
     let o = Out::new(out);
-    tasks.par_iter().for_each(|(s, hs)| {
+    super::par::for_each(tasks.len(), |task| {
+        let (s, hs) = &tasks[task];
         let g = Group { qkv, at: seqs[*s], hs: hs.clone(), pad: pad(*s), cfg };
         // SAFETY: out holds every sequence's rows (asserted by the callers), and each task
         // writes only its own sequence's rows in its own heads' columns.

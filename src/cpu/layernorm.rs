@@ -1,5 +1,3 @@
-use rayon::prelude::*;
-
 use super::rows_per_task;
 
 /// out (rows, c) = layernorm of x (+ residual) over each row, biased variance:
@@ -18,7 +16,7 @@ pub fn layernorm(
 ) {
     let (out, x) = (&mut out[..rows * c], &x[..rows * c]);
     let per_task = rows_per_task(rows);
-    out.par_chunks_mut(per_task * c).enumerate().for_each(|(chunk, o)| {
+    super::par::for_each_chunk(out, per_task * c, |chunk, o| {
         let mut v = vec![0.0f32; c];
         let rows = chunk * per_task..chunk * per_task + o.len() / c;
         let residual = residual.map(|res| &res[rows.start * c..rows.end * c]);

@@ -1,5 +1,3 @@
-use rayon::prelude::*;
-
 use super::math::bias_act;
 use super::packed::{linear, Isa, PackedLinear, PACK_PER_CALL_ROWS};
 use super::rows_per_task;
@@ -59,7 +57,7 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, act: 
         }
         // 2. bias and activation in one vectorised pass over rows in parallel
         if n > 0 && (bias.is_some() || act != Activation::None) {
-            o.par_chunks_mut(rows_per_task(m) * n).for_each(|r| bias_act(r, n, bias, act));
+            super::par::for_each_chunk(o, rows_per_task(m) * n, |_, r| bias_act(r, n, bias, act));
         }
     }
 }

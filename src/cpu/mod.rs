@@ -4,7 +4,8 @@
 //! [`sgemm`] (faer's `gemm` natively, threaded on rayon's pool; `matrixmultiply` in wasm32)
 //! with the bias and activation in one vectorised pass, attention parallel over (batch, head)
 //! or over packed sequences of their own lengths, layernorm and the residual add parallel over
-//! rows (rayon). Sums accumulate in f32 inside the GEMM; each kernel's tests hold it to the
+//! rows, every parallel loop through `par` (rayon's on the pool's threads; from any other
+//! thread, one with the caller among the workers). Sums accumulate in f32 inside the GEMM; each kernel's tests hold it to the
 //! reference within a named tolerance.
 
 /// Attention: per (batch, head) q·kᵀ and p·v through sgemm.
@@ -17,6 +18,8 @@ pub(crate) mod math;
 pub mod matmul;
 /// Linear layers on weights packed once at load, an AVX-512 / AVX2 micro-kernel of our own.
 pub mod packed;
+/// The kernels' parallel loop, with the calling thread among the workers.
+pub(crate) mod par;
 /// Elementwise add in parallel chunks.
 pub mod residual_add;
 

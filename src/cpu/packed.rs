@@ -6,8 +6,6 @@
 //! AVX-512, 6 × 16 on AVX2 + FMA, chosen at run time. On a CPU with neither (and in wasm32)
 //! [`PackedLinear::new`] returns `None` and the caller keeps [`super::matmul::matmul`].
 
-use rayon::prelude::*;
-
 use crate::ops::Activation;
 
 /// Values of a weight above which [`PackedLinear::rows_into`] packs its panels in parallel.
@@ -117,11 +115,11 @@ impl PackedLinear {
     ) -> PackedLinear {
         let mut packed = PackedLinear::blank(panels, n, k, isa);
         let nr = isa.nr();
-        let fill = |(p, panel): (usize, &mut [f32])| fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
+        let fill = |p: usize, panel: &mut [f32]| fill_panel(panel, p * nr..n.min(p * nr + nr), k, nr, &row);
         // a weight of a matmul packed at every call is worth both cores
         match n * k >= PARALLEL_PACKING {
-            true => packed.panels.par_chunks_mut(k * nr).enumerate().for_each(fill),
-            false => packed.panels.chunks_mut(k * nr).enumerate().for_each(fill),
+            true => super::par::for_each_chunk(&mut packed.panels, k * nr, fill),
+            false => packed.panels.chunks_mut(k * nr).enumerate().for_each(|(p, panel)| fill(p, panel)),
         }
         packed
     }
@@ -249,10 +247,7 @@ pub fn linear(out: &mut [f32], x: &[f32], w: &PackedLinear, bias: Option<&[f32]>
         // disjoint (each task its own blocks × panels).
         unsafe { tiles(o, x, w, bias, act, t, part(blocks, gm, task / gn), part(panels, gn, task % gn)) }
     };
-    match gm * gn {
-        1 => run(0),
-        tasks => (0..tasks).into_par_iter().for_each(run),
-    }
+    super::par::for_each(gm * gn, run);
 }
 
 /// out (t, n) = x (t, k) · wᵀ on the calling thread alone, no bias or activation: for callers
