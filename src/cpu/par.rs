@@ -2,9 +2,9 @@
 //!
 //! On a pool thread (a forward, run through [`crate::model::HostPool::run`]) it is rayon's
 //! own loop. Called from any other thread (an app calling a kernel, the bench), rayon would
-//! park that thread until the pool is done, and on this project's VM waking a parked thread
-//! took 10-90 us: a tenth of a 1M-element add, every call (PERFORMANCE.md entry 20). Here the
-//! calling thread is one of the workers instead:
+//! park that thread until the pool is done, and its threads sleep once idle: on this
+//! project's VM a parked thread took 10-90 us to wake, up to a whole 1M-element add, at every
+//! call (PERFORMANCE.md entry 20). Here the calling thread is one of the workers instead:
 //!
 //! - each worker has a contiguous range of the parts, and takes the others' from their backs
 //!   once its own is done, so a helper that starts late costs its share of the parts, not a
@@ -205,7 +205,7 @@ static OFFERS: AtomicUsize = AtomicUsize::new(0);
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
 
 /// How long a helper stays on after its call, spinning for the next one before it gives its
-/// pool thread back. A parked pool thread took 30-90 us to wake on this project's VM, and a
+/// pool thread back. A parked pool thread took 11-90 us to wake on this project's VM, and a
 /// loop of kernel calls from one thread (an app's, the bench's) would pay that at each call,
 /// as OpenMP's threads (PyTorch's) do not: they spin between parallel regions too.
 const HOT_FOR: Duration = Duration::from_micros(200);
