@@ -101,7 +101,7 @@ fn unpack(r: u64) -> (usize, usize) {
 impl Claims {
     /// The parts 0..parts in `workers` contiguous ranges, worker w's from w · parts / workers.
     fn new(parts: usize, workers: usize, f: *const (dyn Fn(usize) + Sync + 'static)) -> Claims {
-        assert!(parts < 1 << 32, "a parallel loop of {parts} parts");
+        assert!(u32::try_from(parts).is_ok(), "a parallel loop of {parts} parts");
         let ranges = (0..workers).map(|w| AtomicU64::new(range(w * parts / workers, (w + 1) * parts / workers)));
         Claims {
             ranges: ranges.collect(),
