@@ -5,8 +5,8 @@
 //! with the bias and activation in one vectorised pass, attention parallel over (batch, head)
 //! or over packed sequences of their own lengths, layernorm and the residual add parallel over
 //! rows, every parallel loop through `par` (rayon's on the pool's threads; from any other
-//! thread, one with the caller among the workers). Sums accumulate in f32 inside the GEMM; each kernel's tests hold it to the
-//! reference within a named tolerance.
+//! thread, one with the caller among the workers). Sums accumulate in f32 inside the GEMM;
+//! each kernel's tests hold it to the reference within a named tolerance.
 
 /// Attention: per (batch, head) q·kᵀ and p·v through sgemm.
 pub mod attention;

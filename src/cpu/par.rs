@@ -121,7 +121,7 @@ impl Claims {
     }
 
     /// Runs the parts of `worker`'s range from its front (none past the last worker's), then
-    /// takes the other ranges' from their backs, until every range is empty.
+    /// takes every range's from its back, starting at the next worker's, until all are empty.
     fn work(&self, worker: usize) {
         let workers = self.ranges.len();
         if worker < workers {
@@ -129,7 +129,8 @@ impl Claims {
                 self.run(part);
             }
         }
-        for other in (1..workers).map(|d| (worker + d) % workers) {
+        // all of them: a helper that joined past the last worker has no range of its own
+        for other in (1..=workers).map(|d| (worker + d) % workers) {
             while let Some(part) = self.take(other, false) {
                 self.run(part);
             }
